@@ -1,0 +1,48 @@
+"""The root of certsmith's error tree.
+
+Every error certsmith raises derives from :class:`CertsmithError`. Messages say what
+failed and what to do about it; they never contain key material or API secrets.
+The ACME protocol errors live in :mod:`certsmith.acme.errors` and derive from here.
+"""
+
+from __future__ import annotations
+
+
+class CertsmithError(Exception):
+    """Base class of every error certsmith raises on purpose."""
+
+
+class ConfigError(CertsmithError):
+    """The user's input or configuration cannot be used as given."""
+
+
+class ProviderConfigError(ConfigError):
+    """A DNS provider is missing settings; lists every missing variable at once."""
+
+    def __init__(self, provider: str, missing: list[str], hint: str = "") -> None:
+        self.provider = provider
+        self.missing = list(missing)
+        message = f"DNS provider {provider!r} is not configured: missing " + ", ".join(missing)
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class DnsError(CertsmithError):
+    """A DNS provider or DNS lookup failed."""
+
+
+class PropagationTimeout(DnsError):
+    """TXT records did not become visible at the checked servers in time."""
+
+
+class ChallengeError(CertsmithError):
+    """A challenge could not be set up (port in use, unwritable webroot, ...)."""
+
+
+class StorageError(CertsmithError):
+    """The state directory could not be read or written."""
+
+
+class LockedError(StorageError):
+    """Another process holds the lock of this certificate lineage."""
