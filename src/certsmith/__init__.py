@@ -1,0 +1,3 @@
+"""certsmith: a fast, complete ACME client and command-line tool."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,514 @@
+"""An asynchronous RFC 8555 client on one ``httpx.AsyncClient``.
+
+One :class:`AcmeClient` holds one account key and serves any number of concurrent
+orders. Nonces come from a pool fed by every response's ``Replay-Nonce``; a fresh
+one is fetched only when the pool is empty. ``badNonce`` is retried (bounded) with
+the nonce from the error response, ``Retry-After`` is honoured on polling and on
+``rateLimited``/503, and every wait is capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import json
+import logging
+import re
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certsmith import __version__
+from certsmith.acme.errors import (
+    BadNonce,
+    OrderFailed,
+    PollTimeout,
+    Problem,
+    ProblemError,
+    RateLimited,
+    ServerInternal,
+    TransportError,
+    UnexpectedResponse,
+    problem_error,
+)
+from certsmith.acme.resources import (
+    Account,
+    Authorization,
+    AuthorizationStatus,
+    CertificateChain,
+    Directory,
+    Order,
+    OrderStatus,
+)
+from certsmith.crypto import Identifier, issuer_common_name, split_pem_chain
+from certsmith.errors import ConfigError
+from certsmith.jose import PrivateKey, b64u_encode, eab_jws, jws, public_jwk
+
+log = logging.getLogger("certsmith.acme")
+
+JOSE_JSON = "application/jose+json"
+PEM_CHAIN = "application/pem-certificate-chain"
+_NONCE = re.compile(r"^[A-Za-z0-9_-]+$")
+_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+
+REVOCATION_REASONS = {
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
+}
+
+
+def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
+
+    Returns ``None`` when the header is absent or unparsable; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    current = now or datetime.datetime.now(datetime.UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def parse_links(headers: httpx.Headers, base_url: str) -> list[tuple[str, str]]:
+    """Every ``Link`` header entry as ``(absolute url, rel)``; several may share a rel."""
+    links: list[tuple[str, str]] = []
+    for header in headers.get_list("link"):
+        for match in _LINK.finditer(header):
+            target, params = match.group(1), match.group(2)
+            rel_match = re.search(r'rel\s*=\s*"?([^";]+)"?', params)
+            if rel_match:
+                for rel in rel_match.group(1).split():
+                    links.append((urljoin(base_url, target), rel))
+    return links
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How to poll: the first wait, its growth, and the cap applied to ``Retry-After`` too."""
+
+    initial: float = 0.25
+    factor: float = 1.6
+    maximum: float = 5.0
+    retry_after_cap: float = 60.0
+
+    def next_wait(self, previous: float, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_cap)
+        return min(previous * self.factor, self.maximum)
+
+
+def _ssl_context(ca_bundle: Path | str | None) -> ssl.SSLContext:
+    if ca_bundle is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from None
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class AcmeClient:
+    """RFC 8555 operations for one account key against one directory URL.
+
+    ``account_url`` is the ``kid``; it is set by :meth:`register`/:meth:`lookup_account`
+    or given when the account is known. Use as an async context manager, or call
+    :meth:`aclose`. Pass ``http`` to share an ``httpx.AsyncClient`` between clients.
+    """
+
+    def __init__(
+        self,
+        directory_url: str,
+        account_key: PrivateKey,
+        *,
+        account_url: str | None = None,
+        ca_bundle: Path | str | None = None,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
+        max_nonce_retries: int = 20,
+        max_server_retries: int = 3,
+        poll: PollPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not directory_url.startswith("https://"):
+            raise ConfigError(f"the ACME directory must be an https:// URL, not {directory_url!r}")
+        self.directory_url = directory_url
+        self.account_key = account_key
+        self.account_url = account_url
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(
+            verify=_ssl_context(ca_bundle),
+            timeout=timeout,
+            headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
+            follow_redirects=False,
+        )
+        self._directory: Directory | None = None
+        self._directory_lock = asyncio.Lock()
+        self._nonces: deque[str] = deque(maxlen=64)
+        self.max_nonce_retries = max_nonce_retries
+        self.max_server_retries = max_server_retries
+        self.poll = poll or PollPolicy()
+        self._sleep = sleep
+        self.request_count = 0
+
+    async def __aenter__(self) -> AcmeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    # -- transport -------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        self.request_count += 1
+        try:
+            response = await self._http.request(method, url, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            host = urlsplit(url).netloc
+            verify = _find_cause(exc, ssl.SSLCertVerificationError)
+            if verify is not None:
+                reason = getattr(verify, "verify_message", None) or str(verify)
+                raise TransportError(
+                    f"cannot verify the TLS certificate of {host} ({reason}); "
+                    "if the CA uses a private root, pass it with --ca-bundle FILE"
+                ) from None
+            if _find_cause(exc, ssl.SSLError) is not None:
+                raise TransportError(f"TLS handshake with {host} failed: {exc}") from None
+            if isinstance(exc, httpx.TimeoutException):
+                raise TransportError(f"{method} {url} timed out; the CA is slow or unreachable") from None
+            raise TransportError(f"cannot reach the CA at {host}: {exc or type(exc).__name__}") from None
+        nonce = response.headers.get("replay-nonce")
+        if nonce and _NONCE.match(nonce):
+            self._nonces.append(nonce)
+        log.debug("%s %s -> %s", method, url, response.status_code)
+        return response
+
+    async def directory(self) -> Directory:
+        """The directory, fetched once (plain GET, RFC 8555 §7.1.1)."""
+        if self._directory is not None:
+            return self._directory
+        async with self._directory_lock:
+            if self._directory is None:
+                response = await self._send("GET", self.directory_url)
+                if response.status_code != 200:
+                    raise UnexpectedResponse(
+                        f"GET {self.directory_url} answered HTTP {response.status_code}; "
+                        "check the --directory URL"
+                    )
+                self._directory = Directory.from_json(self.directory_url, _json(response))
+        return self._directory
+
+    async def _nonce(self) -> str:
+        if self._nonces:
+            return self._nonces.pop()
+        directory = await self.directory()
+        for _ in range(3):
+            response = await self._send("HEAD", directory.new_nonce)
+            if response.status_code in (200, 204) and self._nonces:
+                return self._nonces.pop()
+        raise UnexpectedResponse(f"{directory.new_nonce} gave no usable Replay-Nonce")
+
+    async def _post(
+        self,
+        url: str,
+        payload: Any | None,
+        *,
+        key: PrivateKey | None = None,
+        use_jwk: bool = False,
+        accept: str | None = None,
+    ) -> httpx.Response:
+        """A signed POST (``payload=None`` is POST-as-GET) with bounded retries."""
+        signing_key = key or self.account_key
+        if not use_jwk and self.account_url is None:
+            raise ConfigError("no ACME account is known for this key; register one first")
+        nonce_retries = 0
+        server_retries = 0
+        while True:
+            nonce = await self._nonce()
+            body = jws(signing_key, payload, url=url, nonce=nonce, kid=None if use_jwk else self.account_url)
+            headers = {"Content-Type": JOSE_JSON}
+            if accept:
+                headers["Accept"] = accept
+            response = await self._send("POST", url, content=json.dumps(body).encode(), headers=headers)
+            if response.status_code < 400:
+                return response
+            error = self._problem(response, "POST", url)
+            if isinstance(error, BadNonce) and nonce_retries < self.max_nonce_retries:
+                nonce_retries += 1
+                continue
+            retryable = isinstance(error, RateLimited | ServerInternal) or response.status_code == 503
+            if retryable and server_retries < self.max_server_retries:
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                if wait is None:
+                    wait = 1.0 * (2**server_retries)
+                if wait <= self.poll.retry_after_cap:
+                    server_retries += 1
+                    log.info("%s; retrying in %.1fs", error, wait)
+                    await self._sleep(wait)
+                    continue
+            raise error
+
+    def _problem(self, response: httpx.Response, method: str, url: str) -> ProblemError:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"type": "about:blank", "detail": f"HTTP {response.status_code}: {response.text[:200]}"}
+        error = problem_error(Problem.from_json(data), method=method, url=url, status=response.status_code)
+        if isinstance(error, RateLimited):
+            error.retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return error
+
+    # -- accounts --------------------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        contact: Sequence[str] = (),
+        agree_tos: bool = False,
+        eab_kid: str | None = None,
+        eab_hmac_key: str | None = None,
+        only_existing: bool = False,
+    ) -> Account:
+        """Create the account, or find it (same key → same account, RFC 8555 §7.3.1)."""
+        directory = await self.directory()
+        payload: dict[str, Any] = {}
+        if only_existing:
+            payload["onlyReturnExisting"] = True
+        else:
+            if contact:
+                payload["contact"] = list(contact)
+            if agree_tos:
+                payload["termsOfServiceAgreed"] = True
+            if eab_kid or eab_hmac_key:
+                if not (eab_kid and eab_hmac_key):
+                    raise ConfigError("external account binding needs both --eab-kid and --eab-hmac-key")
+                payload["externalAccountBinding"] = eab_jws(
+                    self.account_key, kid=eab_kid, hmac_key_b64u=eab_hmac_key, url=directory.new_account
+                )
+        response = await self._post(directory.new_account, payload, use_jwk=True)
+        location = response.headers.get("location")
+        if not location:
+            raise UnexpectedResponse(f"{directory.new_account} returned no Location for the account")
+        self.account_url = location
+        return Account.from_json(location, _json(response))
+
+    async def lookup_account(self) -> Account:
+        """The existing account of this key (``onlyReturnExisting``)."""
+        return await self.register(only_existing=True)
+
+    async def fetch_account(self) -> Account:
+        assert self.account_url is not None
+        response = await self._post(self.account_url, None)
+        return Account.from_json(self.account_url, _json(response))
+
+    async def update_account(self, *, contact: Sequence[str]) -> Account:
+        assert self.account_url is not None
+        response = await self._post(self.account_url, {"contact": list(contact)})
+        return Account.from_json(self.account_url, _json(response))
+
+    async def deactivate_account(self) -> Account:
+        assert self.account_url is not None
+        response = await self._post(self.account_url, {"status": "deactivated"})
+        return Account.from_json(self.account_url, _json(response))
+
+    async def change_key(self, new_key: PrivateKey) -> None:
+        """Roll the account over to ``new_key`` (RFC 8555 §7.3.5); the client then signs with it."""
+        directory = await self.directory()
+        if not directory.key_change:
+            raise UnexpectedResponse("the CA's directory has no keyChange resource")
+        assert self.account_url is not None
+        inner = jws(
+            new_key,
+            {"account": self.account_url, "oldKey": public_jwk(self.account_key)},
+            url=directory.key_change,
+            nonce=None,
+        )
+        await self._post(directory.key_change, inner)
+        self.account_key = new_key
+
+    # -- orders ----------------------------------------------------------------------
+
+    async def new_order(
+        self,
+        identifiers: Iterable[Identifier],
+        *,
+        not_before: str | None = None,
+        not_after: str | None = None,
+        profile: str | None = None,
+        replaces: str | None = None,
+    ) -> Order:
+        directory = await self.directory()
+        payload: dict[str, Any] = {"identifiers": [i.to_json() for i in identifiers]}
+        if not_before:
+            payload["notBefore"] = not_before
+        if not_after:
+            payload["notAfter"] = not_after
+        if profile:
+            if not directory.profiles:
+                raise ConfigError(f"the CA at {self.directory_url} advertises no profiles; drop --profile")
+            if profile not in directory.profiles:
+                raise ConfigError(
+                    f"profile {profile!r} is not offered; the CA offers: {', '.join(sorted(directory.profiles))}"
+                )
+            payload["profile"] = profile
+        if replaces and directory.renewal_info:
+            payload["replaces"] = replaces
+        response = await self._post(directory.new_order, payload)
+        location = response.headers.get("location")
+        if not location:
+            raise UnexpectedResponse(f"{directory.new_order} returned no Location for the order")
+        return Order.from_json(location, _json(response))
+
+    async def get_order(self, url: str) -> tuple[Order, float | None]:
+        response = await self._post(url, None)
+        return Order.from_json(url, _json(response)), parse_retry_after(response.headers.get("retry-after"))
+
+    async def get_authorization(self, url: str) -> tuple[Authorization, float | None]:
+        response = await self._post(url, None)
+        return (
+            Authorization.from_json(url, _json(response)),
+            parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    async def answer_challenge(self, url: str) -> None:
+        """Tell the CA the challenge is ready (POST ``{}``, RFC 8555 §7.5.1)."""
+        await self._post(url, {})
+
+    async def deactivate_authorization(self, url: str) -> Authorization:
+        response = await self._post(url, {"status": "deactivated"})
+        return Authorization.from_json(url, _json(response))
+
+    async def poll_authorization(
+        self, url: str, *, timeout: float = 300.0, first_wait: float | None = None
+    ) -> Authorization:
+        """Poll until the authorization leaves ``pending``."""
+        deadline = time.monotonic() + timeout
+        wait = self.poll.initial if first_wait is None else first_wait
+        while True:
+            if wait > 0:
+                await self._sleep(wait)
+            authz, retry_after = await self.get_authorization(url)
+            if authz.status != AuthorizationStatus.PENDING:
+                return authz
+            wait = self.poll.next_wait(wait or self.poll.initial, retry_after)
+            if time.monotonic() + wait > deadline:
+                raise PollTimeout(f"authorization for {authz.name} is still pending after {timeout:.0f}s")
+
+    async def poll_order(self, order: Order, *, timeout: float = 300.0) -> Order:
+        """Poll while the order is ``pending`` or ``processing``."""
+        deadline = time.monotonic() + timeout
+        wait = self.poll.initial
+        while order.status in (OrderStatus.PENDING, OrderStatus.PROCESSING):
+            await self._sleep(wait)
+            order, retry_after = await self.get_order(order.url)
+            wait = self.poll.next_wait(wait, retry_after)
+            if order.status in (OrderStatus.PENDING, OrderStatus.PROCESSING) and time.monotonic() + wait > deadline:
+                raise PollTimeout(f"order {order.url} is still {order.status} after {timeout:.0f}s")
+        return order
+
+    async def finalize(self, order: Order, csr_der: bytes, *, timeout: float = 300.0) -> Order:
+        """Send the CSR and wait until the order is ``valid``."""
+        response = await self._post(order.finalize, {"csr": b64u_encode(csr_der)})
+        finalized = Order.from_json(order.url, _json(response))
+        if finalized.status == OrderStatus.PROCESSING:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after:
+                await self._sleep(min(retry_after, self.poll.retry_after_cap))
+        finalized = await self.poll_order(finalized, timeout=timeout)
+        if finalized.status != OrderStatus.VALID or not finalized.certificate:
+            raise OrderFailed(order.url, finalized.status.value, finalized.error)
+        return finalized
+
+    async def download_chain(self, url: str) -> tuple[CertificateChain, list[str]]:
+        """One certificate chain and the URLs of its alternates (``Link rel="alternate"``)."""
+        response = await self._post(url, None, accept=PEM_CHAIN)
+        try:
+            certs = split_pem_chain(response.content)
+        except ValueError as exc:
+            raise UnexpectedResponse(f"the certificate at {url} is unusable: {exc}") from None
+        alternates = [target for target, rel in parse_links(response.headers, url) if rel == "alternate"]
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+        return CertificateChain(url=url, pem=pem, top_issuer=issuer_common_name(certs[-1])), alternates
+
+    async def download_certificate(self, url: str, *, preferred_chain: str | None = None) -> CertificateChain:
+        """The default chain, or the first chain whose top issuer's CN is ``preferred_chain``.
+
+        Falls back to the default chain when no chain matches, as other clients do.
+        """
+        default, alternates = await self.download_chain(url)
+        if not preferred_chain or _chain_matches(default, preferred_chain):
+            return default
+        for alternate_url in alternates:
+            chain, _ = await self.download_chain(alternate_url)
+            if _chain_matches(chain, preferred_chain):
+                return chain
+        log.warning("no chain issued by %r is offered; using the default chain", preferred_chain)
+        return default
+
+    async def revoke(self, cert_der: bytes, *, reason: int = 0, certificate_key: PrivateKey | None = None) -> None:
+        """Revoke with the account key (kid), or with the certificate's own key (jwk)."""
+        directory = await self.directory()
+        payload = {"certificate": b64u_encode(cert_der), "reason": reason}
+        if certificate_key is not None:
+            await self._post(directory.revoke_cert, payload, key=certificate_key, use_jwk=True)
+        else:
+            await self._post(directory.revoke_cert, payload)
+
+
+def _chain_matches(chain: CertificateChain, name: str) -> bool:
+    wanted = name.strip().lower()
+    if chain.top_issuer.lower() == wanted:
+        return True
+    certs = split_pem_chain(chain.pem)
+    return any(issuer_common_name(c).lower() == wanted for c in certs[1:])
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise UnexpectedResponse(
+            f"{response.request.method} {response.request.url} returned invalid JSON "
+            f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content type')})"
+        ) from None
+
+
+def certificate_der(pem: bytes) -> bytes:
+    """DER of the first certificate in ``pem``."""
+    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)

@@ -1,0 +1,273 @@
+"""ACME resources as frozen dataclasses (RFC 8555 §7.1).
+
+``from_json`` tolerates unknown fields and unknown challenge types: a CA adding
+fields must never break the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from certsmith.acme.errors import Problem, UnexpectedResponse
+from certsmith.crypto import Identifier
+
+
+def _str(data: dict[str, Any], key: str, default: str = "") -> str:
+    value = data.get(key, default)
+    return value if isinstance(value, str) else default
+
+
+def _identifier(data: Any) -> Identifier:
+    if not isinstance(data, dict) or not isinstance(data.get("value"), str):
+        raise UnexpectedResponse(f"the CA sent an identifier that is not an object with a value: {data!r}")
+    return Identifier(str(data.get("type", "dns")), data["value"])
+
+
+class AccountStatus(StrEnum):
+    VALID = "valid"
+    DEACTIVATED = "deactivated"
+    REVOKED = "revoked"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    PROCESSING = "processing"
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: Any) -> OrderStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class AuthorizationStatus(StrEnum):
+    PENDING = "pending"
+    VALID = "valid"
+    INVALID = "invalid"
+    DEACTIVATED = "deactivated"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: Any) -> AuthorizationStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class ChallengeStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: Any) -> ChallengeStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The CA's directory (RFC 8555 §7.1.1) with the optional ARI and profiles extensions."""
+
+    url: str
+    new_nonce: str
+    new_account: str
+    new_order: str
+    revoke_cert: str
+    key_change: str
+    new_authz: str | None = None
+    renewal_info: str | None = None
+    terms_of_service: str | None = None
+    website: str | None = None
+    caa_identities: tuple[str, ...] = ()
+    external_account_required: bool = False
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, url: str, data: Any) -> Directory:
+        if not isinstance(data, dict):
+            raise UnexpectedResponse(f"the directory at {url} is not a JSON object")
+        missing = [k for k in ("newNonce", "newAccount", "newOrder") if not isinstance(data.get(k), str)]
+        if missing:
+            raise UnexpectedResponse(
+                f"{url} is not an ACME directory (missing {', '.join(missing)}); check --directory"
+            )
+        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        assert isinstance(meta, dict)
+        profiles = meta.get("profiles")
+        caa = meta.get("caaIdentities")
+        return cls(
+            url=url,
+            new_nonce=data["newNonce"],
+            new_account=data["newAccount"],
+            new_order=data["newOrder"],
+            revoke_cert=_str(data, "revokeCert"),
+            key_change=_str(data, "keyChange"),
+            new_authz=data.get("newAuthz") if isinstance(data.get("newAuthz"), str) else None,
+            renewal_info=data.get("renewalInfo") if isinstance(data.get("renewalInfo"), str) else None,
+            terms_of_service=meta.get("termsOfService") if isinstance(meta.get("termsOfService"), str) else None,
+            website=meta.get("website") if isinstance(meta.get("website"), str) else None,
+            caa_identities=tuple(str(c) for c in caa) if isinstance(caa, list) else (),
+            external_account_required=meta.get("externalAccountRequired") is True,
+            profiles={str(k): str(v) for k, v in profiles.items()} if isinstance(profiles, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    url: str
+    status: str
+    contact: tuple[str, ...] = ()
+    orders: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, url: str, data: Any) -> Account:
+        data = data if isinstance(data, dict) else {}
+        contact = data.get("contact")
+        return cls(
+            url=url,
+            status=_str(data, "status", "valid"),
+            contact=tuple(str(c) for c in contact) if isinstance(contact, list) else (),
+            orders=data.get("orders") if isinstance(data.get("orders"), str) else None,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Challenge:
+    type: str
+    url: str
+    status: ChallengeStatus
+    token: str | None = None
+    error: Problem | None = None
+    validated: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Challenge | None:
+        """``None`` for entries that are not usable challenge objects."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return None
+        error = data.get("error")
+        token = data.get("token")
+        return cls(
+            type=_str(data, "type"),
+            url=data["url"],
+            status=ChallengeStatus.parse(data.get("status")),
+            token=token if isinstance(token, str) else None,
+            error=Problem.from_json(error) if error else None,
+            validated=data.get("validated") if isinstance(data.get("validated"), str) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Authorization:
+    url: str
+    identifier: Identifier
+    status: AuthorizationStatus
+    challenges: tuple[Challenge, ...] = ()
+    wildcard: bool = False
+    expires: str | None = None
+
+    @classmethod
+    def from_json(cls, url: str, data: Any) -> Authorization:
+        if not isinstance(data, dict):
+            raise UnexpectedResponse(f"authorization {url} is not a JSON object")
+        challenges = tuple(
+            c for c in (Challenge.from_json(item) for item in data.get("challenges") or ()) if c is not None
+        )
+        return cls(
+            url=url,
+            identifier=_identifier(data.get("identifier")),
+            status=AuthorizationStatus.parse(data.get("status")),
+            challenges=challenges,
+            wildcard=data.get("wildcard") is True,
+            expires=data.get("expires") if isinstance(data.get("expires"), str) else None,
+        )
+
+    @property
+    def name(self) -> str:
+        """The identifier as the user wrote it (``*.`` back for wildcards)."""
+        return ("*." if self.wildcard else "") + self.identifier.value
+
+    def challenge(self, challenge_type: str) -> Challenge | None:
+        return next((c for c in self.challenges if c.type == challenge_type), None)
+
+    @property
+    def error(self) -> Problem | None:
+        """The problem of the challenge that failed, if the CA says."""
+        return next((c.error for c in self.challenges if c.error is not None), None)
+
+
+@dataclass(frozen=True)
+class Order:
+    url: str
+    status: OrderStatus
+    identifiers: tuple[Identifier, ...]
+    authorizations: tuple[str, ...]
+    finalize: str
+    certificate: str | None = None
+    expires: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+    error: Problem | None = None
+    profile: str | None = None
+    replaces: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, url: str, data: Any) -> Order:
+        if not isinstance(data, dict):
+            raise UnexpectedResponse(f"order {url} is not a JSON object")
+        if not isinstance(data.get("finalize"), str):
+            raise UnexpectedResponse(f"order {url} has no finalize URL")
+        error = data.get("error")
+        authzs = data.get("authorizations") or ()
+        return cls(
+            url=url,
+            status=OrderStatus.parse(data.get("status")),
+            identifiers=tuple(_identifier(i) for i in data.get("identifiers") or ()),
+            authorizations=tuple(a for a in authzs if isinstance(a, str)),
+            finalize=data["finalize"],
+            certificate=data.get("certificate") if isinstance(data.get("certificate"), str) else None,
+            expires=data.get("expires") if isinstance(data.get("expires"), str) else None,
+            not_before=data.get("notBefore") if isinstance(data.get("notBefore"), str) else None,
+            not_after=data.get("notAfter") if isinstance(data.get("notAfter"), str) else None,
+            error=Problem.from_json(error) if error else None,
+            profile=data.get("profile") if isinstance(data.get("profile"), str) else None,
+            replaces=data.get("replaces") if isinstance(data.get("replaces"), str) else None,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class CertificateChain:
+    """One chain the CA offers: the PEM text and the issuer name of its top certificate."""
+
+    url: str
+    pem: bytes
+    top_issuer: str
+
+    @property
+    def leaf_pem(self) -> bytes:
+        end = self.pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+        return self.pem[:end].strip() + b"\n"
+
+    @property
+    def chain_pem(self) -> bytes:
+        end = self.pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+        return self.pem[end:].strip() + b"\n"

@@ -1,0 +1,230 @@
+"""Keys, CSRs, identifiers and certificate facts.
+
+Keys: RSA 2048/3072/4096 and EC P-256/P-384. CSRs carry every name as a SAN
+(IP addresses as iPAddress SANs, never in the CN). Certificate chains from the CA
+are parsed strictly: a PEM block that is not a CERTIFICATE is rejected (RFC 8555
+§11.4). Error messages never include key material.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from certsmith.errors import ConfigError
+from certsmith.jose import PrivateKey, b64u_encode
+
+KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+DEFAULT_KEY_TYPE = "ec256"
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+
+
+def generate_key(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
+    """A fresh private key of ``key_type`` (one of :data:`KEY_TYPES`)."""
+    if key_type == "ec256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type in ("rsa2048", "rsa3072", "rsa4096"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+    raise ConfigError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+
+
+def key_type_of(key: PrivateKey) -> str:
+    """The :data:`KEY_TYPES` name of ``key``."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size not in (2048, 3072, 4096):
+            raise ConfigError(f"RSA keys must be 2048, 3072 or 4096 bits, not {key.key_size}")
+        return f"rsa{key.key_size}"
+    names = {"secp256r1": "ec256", "secp384r1": "ec384"}
+    if key.curve.name not in names:
+        raise ConfigError(f"EC keys must use P-256 or P-384, not {key.curve.name}")
+    return names[key.curve.name]
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM, as web servers expect it."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_private_key(data: bytes, source: str = "private key") -> PrivateKey:
+    """Parse a PEM private key; only RSA and P-256/P-384 EC keys are accepted."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{source} is not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{source} is not an RSA or EC key")
+    key_type_of(key)
+    return key
+
+
+@dataclass(frozen=True, order=True)
+class Identifier:
+    """An ACME identifier (RFC 8555 §7.1.4, RFC 8738)."""
+
+    type: str  # "dns" or "ip"
+    value: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "value": self.value}
+
+    @property
+    def wildcard(self) -> bool:
+        return self.value.startswith("*.")
+
+
+def parse_identifier(name: str) -> Identifier:
+    """Validate and normalise a domain name or IP address as the user typed it.
+
+    Domain names are lower-cased and IDNA-encoded; a wildcard is only allowed as the
+    whole leftmost label (``*.example.com``). IP addresses are written in canonical
+    form (RFC 8738 §3, RFC 5952).
+    """
+    text = name.strip()
+    if not text:
+        raise ConfigError("empty domain name")
+    try:
+        return Identifier("ip", str(ipaddress.ip_address(text.strip("[]"))))
+    except ValueError:
+        pass
+    wildcard = text.startswith("*.")
+    host = text[2:] if wildcard else text
+    host = host.rstrip(".").lower()
+    if "*" in host:
+        raise ConfigError(f"{name!r}: a wildcard must be the whole leftmost label, as in *.example.com")
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise ConfigError(f"{name!r} is not a valid domain name") from None
+    labels = ascii_host.split(".")
+    if len(labels) < 2 or len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ConfigError(f"{name!r} is not a valid domain name (need at least two labels of a-z, 0-9, -)")
+    if labels[-1].isdigit():
+        raise ConfigError(f"{name!r} is not a valid domain name or IP address")
+    return Identifier("dns", ("*." if wildcard else "") + ascii_host)
+
+
+def parse_identifiers(names: Iterable[str]) -> list[Identifier]:
+    """Parse, validate and de-duplicate names, keeping the user's order."""
+    seen: dict[Identifier, None] = {}
+    for name in names:
+        seen.setdefault(parse_identifier(name), None)
+    if not seen:
+        raise ConfigError("no domain names given; use -d NAME")
+    return list(seen)
+
+
+def make_csr(key: PrivateKey, identifiers: Sequence[Identifier]) -> bytes:
+    """A DER CSR with every identifier as a SAN; the CN is the first short DNS name."""
+    sans: list[x509.GeneralName] = []
+    for ident in identifiers:
+        if ident.type == "ip":
+            sans.append(x509.IPAddress(ipaddress.ip_address(ident.value)))
+        else:
+            sans.append(x509.DNSName(ident.value))
+    builder = x509.CertificateSigningRequestBuilder()
+    common = next((i.value for i in identifiers if i.type == "dns" and len(i.value) <= 64), None)
+    builder = builder.subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])
+    )
+    builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    is_p384 = isinstance(key, ec.EllipticCurvePrivateKey) and key.key_size == 384
+    return builder.sign(key, hashes.SHA384() if is_p384 else hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def load_csr(data: bytes, source: str = "CSR") -> tuple[bytes, list[Identifier]]:
+    """Parse a PEM or DER CSR; returns its DER and the identifiers it asks for."""
+    try:
+        if b"-----BEGIN" in data:
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            csr = x509.load_der_x509_csr(data)
+    except ValueError:
+        raise ConfigError(f"{source} is not a PEM or DER certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise ConfigError(f"{source} has an invalid signature")
+    names: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        pass
+    for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value if isinstance(attribute.value, str) else attribute.value.decode()
+        names.append(value)
+    if not names:
+        raise ConfigError(f"{source} names no domain (no subjectAltName and no CN)")
+    return csr.public_bytes(serialization.Encoding.DER), parse_identifiers(names)
+
+
+def split_pem_chain(data: bytes) -> list[x509.Certificate]:
+    """Parse a PEM chain, rejecting any block that is not a CERTIFICATE (RFC 8555 §11.4)."""
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        raise ValueError("no PEM certificate in the response")
+    certs: list[x509.Certificate] = []
+    for label, _ in blocks:
+        if label != b"CERTIFICATE":
+            raise ValueError(f"the chain contains a {label.decode()!r} block; only certificates are allowed")
+    for match in _PEM_BLOCK.finditer(data):
+        certs.append(x509.load_pem_x509_certificate(match.group(0)))
+    return certs
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_identifiers(cert: x509.Certificate) -> list[Identifier]:
+    """The SAN names of a certificate as identifiers."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    idents = [Identifier("dns", name) for name in san.get_values_for_type(x509.DNSName)]
+    idents += [Identifier("ip", str(ip)) for ip in san.get_values_for_type(x509.IPAddress)]
+    return idents
+
+
+def issuer_common_name(cert: x509.Certificate) -> str:
+    """The issuer's CN, or the whole issuer DN when there is no CN."""
+    names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if names:
+        value = names[0].value
+        return value if isinstance(value, str) else value.decode()
+    return cert.issuer.rfc4514_string()
+
+
+def not_after(cert: x509.Certificate) -> datetime.datetime:
+    return cert.not_valid_after_utc
+
+
+def not_before(cert: x509.Certificate) -> datetime.datetime:
+    return cert.not_valid_before_utc
+
+
+def ari_cert_id(cert: x509.Certificate) -> str:
+    """The RFC 9773 §4.1 CertID: base64url(AKI keyIdentifier) "." base64url(serial DER content)."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        raise ValueError("certificate has no Authority Key Identifier; ARI is not possible") from None
+    if aki.key_identifier is None:
+        raise ValueError("certificate's Authority Key Identifier has no keyIdentifier")
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # keeps a leading 0x00 when needed
+    return f"{b64u_encode(aki.key_identifier)}.{b64u_encode(serial_bytes)}"
