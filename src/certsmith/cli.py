@@ -1,0 +1,499 @@
+"""The ``certsmith`` command line: parse, build a manager, call it, print.
+
+Only ``click`` is imported at start-up; the protocol, crypto and ``rich`` are
+imported when a command runs, so ``certsmith --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from certsmith.manager import Manager
+
+T = TypeVar("T")
+
+KEY_TYPE_CHOICES = ["ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"]
+REASON_CHOICES = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation"]
+
+
+@dataclass
+class Context:
+    directory: str | None
+    ca_bundle: str | None
+    state_dir: str | None
+    json: bool
+    verbosity: int
+
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir)
+        from certsmith.storage.files import FileStore
+
+        return FileStore.default_root()
+
+    def manager(self) -> Manager:
+        from certsmith.manager import Manager, resolve_directory
+        from certsmith.storage.files import FileStore
+
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            from certsmith.errors import ConfigError
+
+            raise ConfigError(f"--ca-bundle {self.ca_bundle} is not a readable file")
+        return Manager(
+            FileStore(self.state_path()),
+            resolve_directory(self.directory),
+            ca_bundle=self.ca_bundle,
+            on_event=self.progress,
+        )
+
+    def progress(self, kind: str, message: str) -> None:
+        if self.verbosity >= 0:
+            click.echo(f"{_style_kind(kind)} {message}", err=True)
+
+    def emit(self, data: Any, human: Callable[[], None]) -> None:
+        """One JSON document on stdout with --json, else the human rendering."""
+        if self.json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            human()
+
+
+def _style_kind(kind: str) -> str:
+    return click.style("•", fg="green" if kind in ("stored", "validated", "finalized") else "cyan")
+
+
+def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine, turning certsmith errors into one line and exit status 1."""
+    import asyncio
+    import logging
+
+    from certsmith.errors import CertsmithError
+
+    level = logging.WARNING if ctx.verbosity <= 0 else logging.INFO if ctx.verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if ctx.verbosity < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(coro_factory())
+    except CertsmithError as exc:
+        _fail(ctx, str(exc))
+    except KeyboardInterrupt:
+        _fail(ctx, "interrupted", status=130)
+
+
+def _fail(ctx: Context, message: str, status: int = 1) -> NoReturn:
+    if ctx.json:
+        click.echo(json.dumps({"ok": False, "error": message}, indent=2))
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    raise SystemExit(status)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--directory",
+    envvar="CERTSMITH_DIRECTORY",
+    metavar="URL|NAME",
+    help="ACME directory URL, or letsencrypt (default), letsencrypt-staging, zerossl, google, buypass.",
+)
+@click.option(
+    "--ca-bundle",
+    envvar="CERTSMITH_CA_BUNDLE",
+    type=click.Path(dir_okay=False),
+    help="PEM file of roots to trust for the ACME server's TLS (verification is always on).",
+)
+@click.option(
+    "--state-dir",
+    envvar="CERTSMITH_STATE_DIR",
+    type=click.Path(file_okay=False),
+    help="Where accounts and certificates live (default /var/lib/certsmith as root, else ~/.local/share/certsmith).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.version_option(package_name="certsmith", prog_name="certsmith")
+@click.pass_context
+def main(
+    click_ctx: click.Context,
+    directory: str | None,
+    ca_bundle: str | None,
+    state_dir: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Get and renew TLS certificates from Let's Encrypt and any other ACME CA."""
+    click_ctx.obj = Context(directory, ca_bundle, state_dir, as_json, -1 if quiet else verbose)
+
+
+# -- account -------------------------------------------------------------------------
+
+
+@main.group()
+def account() -> None:
+    """Register and manage the ACME account of the chosen directory."""
+
+
+@account.command("register")
+@click.option("--email", "-m", multiple=True, help="Contact address (repeatable).")
+@click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service.")
+@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), default="ec256", show_default=True)
+@click.option("--eab-kid", help="External account binding key ID from the CA.")
+@click.option("--eab-hmac-key", help="External account binding HMAC key (base64url) from the CA.")
+@pass_ctx
+def account_register(
+    ctx: Context, email: tuple[str, ...], agree_tos: bool, key_type: str, eab_kid: str | None, eab_hmac_key: str | None
+) -> None:
+    """Create an account (or show the one already stored)."""
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            stored = await manager.register(
+                email=email, agree_tos=agree_tos, key_type=key_type, eab_kid=eab_kid, eab_hmac_key=eab_hmac_key
+            )
+            return {"ok": True, "directory": manager.directory_url, "url": stored.url, "contact": list(stored.contact)}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo(f"account {result['url']}"))
+
+
+@account.command("show")
+@pass_ctx
+def account_show(ctx: Context) -> None:
+    """Show the account as the CA sees it."""
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            return {"ok": True, **await manager.account_info()}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: _print_fields(result, ["url", "status", "contact", "key_type", "directory", "created_at"]))
+
+
+@account.command("update")
+@click.option("--email", "-m", multiple=True, required=True, help="New contact address (repeatable).")
+@pass_ctx
+def account_update(ctx: Context, email: tuple[str, ...]) -> None:
+    """Replace the account's contact addresses."""
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            stored = await manager.update_account(email=email)
+            return {"ok": True, "url": stored.url, "contact": list(stored.contact)}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo("contact: " + ", ".join(result["contact"])))
+
+
+@account.command("rollover")
+@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), help="Type of the new key (default: same).")
+@pass_ctx
+def account_rollover(ctx: Context, key_type: str | None) -> None:
+    """Replace the account key at the CA; the old key is archived."""
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            stored = await manager.rollover_account(key_type=key_type)
+            return {"ok": True, "url": stored.url}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo(f"new key in use for {result['url']}"))
+
+
+@account.command("deactivate")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def account_deactivate(ctx: Context, yes: bool) -> None:
+    """Deactivate the account for good (the CA will refuse it afterwards)."""
+    if not yes and sys.stdin.isatty():
+        click.confirm("Deactivate the account? This cannot be undone", abort=True)
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            stored = await manager.deactivate_account()
+            return {"ok": True, "url": stored.url, "status": stored.status}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo(f"account {result['url']} is {result['status']}"))
+
+
+# -- certificates --------------------------------------------------------------------
+
+
+@main.command()
+@click.option("-d", "--domain", "domains", multiple=True, metavar="NAME", help="Name to certify (repeatable).")
+@click.option("--name", "lineage", help="Lineage name (default: the first name, *. written as _.).")
+@click.option("--challenge", type=click.Choice(["http-01", "tls-alpn-01", "dns-01"]), default=None)
+@click.option("--http-port", type=int, default=80, show_default=True, help="Port of the built-in http-01 server.")
+@click.option("--webroot", type=click.Path(file_okay=False), help="Serve http-01 from this web root instead.")
+@click.option("--tls-port", type=int, default=443, show_default=True, help="Port of the tls-alpn-01 responder.")
+@click.option("--dns", "dns_provider", metavar="PROVIDER", help="DNS provider for dns-01 (see: certsmith dns list).")
+@click.option("--dns-resolver", multiple=True, metavar="HOST:PORT", help="Check propagation at these servers only.")
+@click.option("--propagation-timeout", type=float, metavar="SECONDS", help="How long to wait for DNS propagation.")
+@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), default="ec256", show_default=True)
+@click.option("--csr", type=click.Path(dir_okay=False), help="Use this CSR (PEM or DER) instead of a new key.")
+@click.option("--reuse-key", is_flag=True, help="Keep the lineage's private key on renewal.")
+@click.option("--preferred-chain", metavar="ISSUER_CN", help="Prefer the chain whose top issuer has this CN.")
+@click.option("--profile", help="Certificate profile, when the CA offers profiles.")
+@click.option("--deploy-hook", metavar="CMD", help="Shell command run after the certificate is stored.")
+@click.option("--email", "-m", multiple=True, help="Register an account with this contact if none exists.")
+@click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service when registering.")
+@pass_ctx
+def issue(
+    ctx: Context,
+    domains: tuple[str, ...],
+    lineage: str | None,
+    challenge: str | None,
+    http_port: int,
+    webroot: str | None,
+    tls_port: int,
+    dns_provider: str | None,
+    dns_resolver: tuple[str, ...],
+    propagation_timeout: float | None,
+    key_type: str,
+    csr: str | None,
+    reuse_key: bool,
+    preferred_chain: str | None,
+    profile: str | None,
+    deploy_hook: str | None,
+    email: tuple[str, ...],
+    agree_tos: bool,
+) -> None:
+    """Obtain a certificate and store it as a lineage.
+
+    \b
+    Examples:
+      certsmith issue -d example.com -d www.example.com --email me@example.com --agree-tos
+      certsmith issue -d example.com -d '*.example.com' --challenge dns-01 --dns alidns
+    """
+
+    async def run() -> dict[str, Any]:
+        from certsmith.errors import ConfigError
+        from certsmith.manager import CertificateRequest, ChallengeSettings
+
+        if not domains and not csr:
+            raise ConfigError("give at least one name with -d NAME (or a CSR with --csr FILE)")
+        chosen = challenge or ("dns-01" if dns_provider else "http-01")
+        settings = ChallengeSettings(
+            challenge=chosen,
+            http_port=http_port,
+            webroot=str(Path(webroot).resolve()) if webroot else None,
+            tls_port=tls_port,
+            dns_provider=dns_provider,
+            dns_resolvers=dns_resolver,
+            propagation_timeout=propagation_timeout,
+        )
+        csr_der = None
+        if csr:
+            from certsmith.crypto import load_csr
+
+            try:
+                data = Path(csr).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the CSR {csr}: {exc.strerror}") from None
+            csr_der, _ = load_csr(data, f"the CSR {csr}")
+        request = CertificateRequest(
+            names=domains,
+            lineage=lineage,
+            challenge=settings,
+            key_type=key_type,
+            csr_der=csr_der,
+            reuse_key=reuse_key,
+            preferred_chain=preferred_chain,
+            profile=profile,
+            deploy_hook=deploy_hook,
+        )
+        async with ctx.manager() as manager:
+            manager._identifiers(request)  # validate names before any network or disk activity
+            await manager.ensure_account(email=email, agree_tos=agree_tos)
+            result = await manager.issue(request)
+        return {"ok": result.deploy_error is None, **result.to_json()}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: _print_issued(result))
+    if result.get("deploy_error"):
+        click.echo(click.style("error: ", fg="red", bold=True) + result["deploy_error"], err=True)
+        raise SystemExit(1)
+
+
+def _print_issued(result: dict[str, Any]) -> None:
+    click.echo(f"Certificate for {', '.join(result['names'])}")
+    click.echo(f"  issuer:    {result['issuer']}")
+    click.echo(f"  expires:   {result['not_after']}")
+    click.echo(f"  files in:  {result['directory']}")
+    for name in ("fullchain.pem", "privkey.pem", "cert.pem", "chain.pem"):
+        click.echo(f"             {name}")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Renew even when not due.")
+@pass_ctx
+def renew(ctx: Context, names: tuple[str, ...], force: bool) -> None:
+    """Renew certificates with less than a third of their lifetime left."""
+
+    async def run() -> list[dict[str, Any]]:
+        async with ctx.manager() as manager:
+            return await manager.renew(names, force=force)
+
+    outcomes = _run(ctx, run)
+    failed = [o for o in outcomes if o.get("error")]
+
+    def human() -> None:
+        if not outcomes:
+            click.echo("no certificates to renew")
+        for outcome in outcomes:
+            state = "renewed" if outcome["renewed"] else "failed" if outcome.get("error") else "kept"
+            detail = outcome.get("error") or outcome.get("deploy_error") or outcome["reason"]
+            click.echo(f"{outcome['name']}: {state} ({detail})")
+
+    ctx.emit({"ok": not failed, "results": outcomes}, human)
+    if failed or any(o.get("deploy_error") for o in outcomes):
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--reason", type=click.Choice(REASON_CHOICES), default="unspecified", show_default=True)
+@pass_ctx
+def revoke(ctx: Context, name: str, reason: str) -> None:
+    """Revoke the current certificate of lineage NAME."""
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            return {"ok": True, **await manager.revoke(name, reason=reason)}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo(f"{name}: certificate {result['serial']} revoked ({reason})"))
+
+
+def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    from certsmith.errors import ConfigError
+    from certsmith.manager import describe_lineage, utc_now
+    from certsmith.storage.files import FileStore
+
+    store = FileStore(ctx.state_path())
+    now = utc_now()
+    rows = []
+    for name in names or tuple(store.lineage_names()):
+        lineage = store.load_lineage(name)
+        if lineage is None:
+            raise ConfigError(f"no certificate named {name!r}; see: certsmith list")
+        row = describe_lineage(lineage.meta, now)
+        row["path"] = str(lineage.directory)
+        rows.append(row)
+    return rows
+
+
+@main.command("list")
+@pass_ctx
+def list_(ctx: Context) -> None:
+    """List stored certificates."""
+
+    async def run() -> list[dict[str, Any]]:
+        return _lineages(ctx)
+
+    rows = _run(ctx, run)
+
+    def human() -> None:
+        if not rows:
+            click.echo("no certificates")
+        for row in rows:
+            click.echo(
+                f"{row['name']:<30} {row['days_left']:>4} days left  {row['key_type']:<8} "
+                f"{', '.join(row['names'])}  ({row['issuer']})"
+            )
+
+    ctx.emit({"ok": True, "certificates": rows}, human)
+
+
+@main.command()
+@click.argument("name")
+@pass_ctx
+def show(ctx: Context, name: str) -> None:
+    """Show one certificate lineage."""
+
+    async def run() -> dict[str, Any]:
+        return _lineages(ctx, (name,))[0]
+
+    row = _run(ctx, run)
+    ctx.emit(
+        {"ok": True, **row},
+        lambda: _print_fields(row, ["name", "names", "not_after", "days_left", "issuer", "key_type", "serial", "path"]),
+    )
+
+
+def _print_fields(data: dict[str, Any], keys: list[str]) -> None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        click.echo(f"{key.replace('_', ' ') + ':':<12} {value}")
+
+
+# -- dns -----------------------------------------------------------------------------
+
+
+@main.group()
+def dns() -> None:
+    """DNS providers for dns-01."""
+
+
+@dns.command("list")
+@pass_ctx
+def dns_list(ctx: Context) -> None:
+    """Every DNS provider with its environment variables and an example."""
+    from certsmith.dns.base import available_providers, provider_class
+
+    providers: list[dict[str, Any]] = []
+    for name in available_providers():
+        info = provider_class(name).info
+        providers.append(
+            {
+                "name": info.name,
+                "title": info.title,
+                "description": info.description,
+                "env": [
+                    {
+                        "name": var.name,
+                        "description": var.description,
+                        "required": var.required,
+                        "secret": var.secret,
+                        "default": var.default,
+                        "aliases": list(var.aliases),
+                    }
+                    for var in info.env
+                ],
+                "example": info.example,
+                "links": list(info.links),
+            }
+        )
+
+    def human() -> None:
+        for provider in providers:
+            click.echo(click.style(provider["name"], bold=True) + f"  {provider['title']}: {provider['description']}")
+            for var in provider["env"]:
+                flag = "required" if var["required"] else f"default {var['default']}" if var["default"] else "optional"
+                also = f" (also {', '.join(var['aliases'])})" if var["aliases"] else ""
+                click.echo(f"    {var['name']:<34} {flag:<14} {var['description']}{also}")
+            if provider["example"]:
+                click.echo("  example:")
+                for line in provider["example"].splitlines():
+                    click.echo(f"    {line}")
+            click.echo()
+
+    ctx.emit({"ok": True, "providers": providers}, human)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
