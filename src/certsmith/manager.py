@@ -394,11 +394,12 @@ class Manager:
             )
             lineage = self.store.save_certificate(
                 meta,
-                key_pem=private_key_pem(key) if key is not None else b"",
+                key_pem=private_key_pem(key) if key is not None else None,
                 cert_pem=chain.leaf_pem,
                 chain_pem=chain.chain_pem,
                 fullchain_pem=chain.pem,
             )
+        meta = lineage.meta
         self.event("stored", f"{name}: certificate stored in {lineage.directory}")
         deploy_error = await self._deploy(request, lineage.directory, meta) if request.deploy_hook else None
         return IssueResult(

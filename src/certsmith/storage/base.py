@@ -1,0 +1,272 @@
+"""What certsmith stores, and the contract every store fulfils.
+
+The records are plain frozen dataclasses so that the manager does not care where
+they live: :class:`~certsmith.storage.files.FileStore` keeps them on disk, and a
+shared store (Redis, a database) can implement :class:`Store` later without the
+manager changing. The JSON forms tolerate unknown fields, so a newer certsmith can
+add fields without breaking an older one reading the same state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from certsmith.errors import ConfigError
+
+__all__ = [
+    "Lineage",
+    "LineageMeta",
+    "Store",
+    "StoredAccount",
+    "utc_now",
+    "validate_lineage_name",
+]
+
+_LINEAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
+
+
+def validate_lineage_name(name: str) -> str:
+    """Return ``name`` if it is usable as a certificate (lineage) name.
+
+    The name becomes a directory and a lock file name, so only letters, digits,
+    ``.``, ``-`` and ``_`` are allowed, without a leading dot (which also rules out
+    ``.`` and ``..``), at most 255 characters. A wildcard's ``*.`` must already have
+    been turned into ``_.`` by the caller. Raises :class:`ConfigError` otherwise.
+    """
+    if not isinstance(name, str) or not _LINEAGE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid certificate name {name!r}: use 1 to 255 letters, digits, '.', '-' or '_', "
+            "not starting with '.' (write a wildcard '*.example.com' as '_.example.com')"
+        )
+    return name
+
+
+def utc_now() -> str:
+    """The current time as an RFC 3339 UTC timestamp with second precision."""
+    return format_time(datetime.now(UTC))
+
+
+def format_time(moment: datetime) -> str:
+    """Format an aware ``datetime`` as RFC 3339 UTC, e.g. ``2025-01-31T12:00:00Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type, default: Any = ...) -> Any:
+    """Fetch ``data[key]`` checking its JSON type; ``ValueError`` names the field."""
+    if key not in data:
+        if default is ...:
+            raise ValueError(f"missing field {key!r}")
+        return default
+    value = data[key]
+    # bool is an int subclass; a JSON true is never a valid version number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"field {key!r} must be a JSON {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _get_str_tuple(data: Mapping[str, Any], key: str, default: Any = ...) -> tuple[str, ...]:
+    value = _get(data, key, list, default)
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError(f"field {key!r} must be a list of strings")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    """An ACME account as certsmith remembers it, one per directory URL.
+
+    ``key_pem`` is the account's private key (PEM); it is kept out of ``repr`` so
+    that it never lands in a log or a traceback.
+    """
+
+    directory_url: str
+    url: str
+    key_pem: bytes = field(repr=False)
+    contact: tuple[str, ...]
+    status: str
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, without the key (which is stored separately)."""
+        return {
+            "directory_url": self.directory_url,
+            "url": self.url,
+            "contact": list(self.contact),
+            "status": self.status,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], key_pem: bytes) -> StoredAccount:
+        """Build from :meth:`to_json` output and the key; unknown fields are ignored.
+
+        Raises ``ValueError`` naming the field when a field is missing or mistyped.
+        """
+        return cls(
+            directory_url=_get(data, "directory_url", str),
+            url=_get(data, "url", str),
+            key_pem=key_pem,
+            contact=_get_str_tuple(data, "contact", []),
+            status=_get(data, "status", str, "valid"),
+            created_at=_get(data, "created_at", str, ""),
+        )
+
+
+@dataclass(frozen=True)
+class LineageMeta:
+    """Everything needed to renew one certificate without the original command line.
+
+    ``settings`` holds the challenge and renewal settings (challenge type, ports,
+    webroot, DNS provider, resolvers, propagation timeout, preferred chain, profile,
+    deploy hook, reuse_key, ...). Storage treats it as opaque JSON. Times are RFC 3339
+    UTC, ``serial`` is hex, ``version`` counts the certificates issued to the lineage.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    key_type: str
+    directory_url: str
+    settings: dict[str, Any] = field(hash=False)
+    not_before: str
+    not_after: str
+    serial: str
+    issuer: str
+    version: int
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form written to ``meta.json``."""
+        return {
+            "name": self.name,
+            "names": list(self.names),
+            "key_type": self.key_type,
+            "directory_url": self.directory_url,
+            "settings": dict(self.settings),
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "serial": self.serial,
+            "issuer": self.issuer,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LineageMeta:
+        """Build from :meth:`to_json` output; unknown fields are ignored.
+
+        ``settings``, ``created_at`` and ``updated_at`` may be absent. Raises
+        ``ValueError`` naming the field when a field is missing or mistyped.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+        return cls(
+            name=_get(data, "name", str),
+            names=_get_str_tuple(data, "names"),
+            key_type=_get(data, "key_type", str),
+            directory_url=_get(data, "directory_url", str),
+            settings=dict(_get(data, "settings", dict, {})),
+            not_before=_get(data, "not_before", str),
+            not_after=_get(data, "not_after", str),
+            serial=_get(data, "serial", str),
+            issuer=_get(data, "issuer", str),
+            version=_get(data, "version", int),
+            created_at=_get(data, "created_at", str, ""),
+            updated_at=_get(data, "updated_at", str, ""),
+        )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """One certificate name's current version and where its files are.
+
+    The ``*_path`` properties are the stable paths to point servers at; they always
+    show the current version. :attr:`version_dir` holds exactly the version described
+    by :attr:`meta` and never changes, so read from there when the key and the
+    certificate must come from the same version even while a renewal runs.
+    """
+
+    meta: LineageMeta
+    directory: Path
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "cert.pem"
+
+    @property
+    def chain_path(self) -> Path:
+        return self.directory / "chain.pem"
+
+    @property
+    def fullchain_path(self) -> Path:
+        return self.directory / "fullchain.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / "privkey.pem"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "meta.json"
+
+    @property
+    def version_dir(self) -> Path:
+        """The immutable directory of the version described by :attr:`meta`."""
+        return self.directory / "archive" / str(self.meta.version)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where accounts and certificates live, plus the per-certificate lock.
+
+    Implementations must make every save all-or-nothing: a reader sees the old
+    record or the new one, never a mix (in particular never a key that does not
+    match its certificate).
+    """
+
+    def load_account(self, directory_url: str) -> StoredAccount | None:
+        """The account registered at ``directory_url``, or ``None`` if there is none."""
+        ...
+
+    def save_account(self, account: StoredAccount) -> None:
+        """Create or replace the account of ``account.directory_url``."""
+        ...
+
+    def archive_account_key(self, directory_url: str) -> None:
+        """Keep a copy of the current account key before a key rollover replaces it."""
+        ...
+
+    def lineage_names(self) -> list[str]:
+        """The names of all stored certificates, sorted."""
+        ...
+
+    def load_lineage(self, name: str) -> Lineage | None:
+        """The current version of certificate ``name``, or ``None``."""
+        ...
+
+    def save_certificate(
+        self,
+        meta: LineageMeta,
+        *,
+        key_pem: bytes | None,
+        cert_pem: bytes,
+        chain_pem: bytes,
+        fullchain_pem: bytes,
+    ) -> Lineage:
+        """Store a new version of ``meta.name`` (version number assigned by the store)."""
+        ...
+
+    def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:
+        """Hold certificate ``name`` exclusively; ``LockedError`` after ``wait`` seconds."""
+        ...
+
+    def alock(self, name: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]:
+        """Like :meth:`lock`, but waits with ``asyncio.sleep`` instead of blocking."""
+        ...

@@ -1,0 +1,523 @@
+"""Accounts, certificates and locks in a directory tree.
+
+Layout under the root (every directory certsmith creates is 0700, keys are 0600)::
+
+    accounts/<host[_port]>/<sha256(directory_url)[:16]>/
+        account.json            url, contact, status, created_at, directory_url
+        account.key             the account key (0600)
+        account.key.<UTC time>  keys replaced by a key rollover (0600)
+    certificates/<name>/
+        archive/<version>/      cert.pem chain.pem fullchain.pem privkey.pem meta.json
+        current -> archive/<version>
+        cert.pem -> current/cert.pem       (likewise chain.pem, fullchain.pem,
+                                            privkey.pem and meta.json)
+    locks/<name>.lock           flock(2) target; holds the holder's pid
+
+Crash safety of a certificate save: each version is written completely into a
+staging directory (``certificates/<name>/.staging-<pid>-<random>``, every file via
+:func:`atomic_write`), fsynced, and renamed to ``archive/<version>``; nothing a
+reader looks at has changed yet. Then a new ``current`` symlink is created beside
+the old one and renamed over it -- the single atomic commit point. The stable paths
+(``cert.pem`` ...) are symlinks through ``current``, so at every moment they show
+the complete old set or the complete new set, and the old set stays in
+``archive/`` untouched. A reader that needs the key and the certificate of the
+same version even during a concurrent renewal reads from
+:attr:`~certsmith.storage.base.Lineage.version_dir`, which never changes. Staging
+directories of processes that died are removed by the next save; an
+``archive/<n>`` that never became current is skipped by the version numbering.
+
+Every other file is written with :func:`atomic_write` (temporary file in the same
+directory, created with its final mode, fsync, rename, fsync of the directory).
+All paths are built by :class:`FileStore`'s ``*_dir``/``*_path`` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from certsmith.errors import ConfigError, LockedError, StorageError
+from certsmith.storage.base import (
+    Lineage,
+    LineageMeta,
+    StoredAccount,
+    utc_now,
+    validate_lineage_name,
+)
+
+__all__ = ["FileStore", "atomic_write"]
+
+_LINEAGE_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem", "meta.json")
+_STAGING_PREFIX = ".staging-"
+_LOCK_POLL = 0.05
+_WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new content.
+
+    The temporary file is created in the same directory with ``mode`` from the
+    start (a key is never readable by others, not even briefly), fsynced, renamed
+    over ``path`` and the directory fsynced, so the new content survives a power
+    loss. On any failure the temporary file is removed, ``path`` keeps its old
+    content and :class:`StorageError` is raised.
+    """
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+    try:
+        try:
+            os.fchmod(fd, mode)  # exact mode regardless of the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (ignored where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StorageError(f"cannot open directory {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise StorageError(f"cannot sync directory {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+    finally:
+        os.close(fd)
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically (new link beside it, then rename)."""
+    tmp = link.parent / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.link"
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StorageError(f"cannot update symlink {link}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileStore:
+    """The on-disk :class:`~certsmith.storage.base.Store` (layout in the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    @staticmethod
+    def default_root() -> Path:
+        """``/var/lib/certsmith`` for root, else ``$XDG_DATA_HOME/certsmith`` or
+        ``~/.local/share/certsmith``. ``$CERTSMITH_STATE_DIR`` is the CLI's business."""
+        if os.geteuid() == 0:
+            return Path("/var/lib/certsmith")
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        # The XDG spec says relative values are invalid and must be ignored.
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+        return base / "certsmith"
+
+    # -- paths: the only place that builds them ----------------------------------
+
+    def account_dir(self, directory_url: str) -> Path:
+        """``accounts/<host[_port]>/<first 16 hex of sha256(directory_url)>``."""
+        parts = urlsplit(directory_url)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
+                "e.g. https://acme-v02.api.letsencrypt.org/directory"
+            )
+        label = re.sub(r"[^a-z0-9.-]", "_", parts.hostname.lower())
+        if label.startswith("."):
+            label = "_" + label  # never '.' or '..' as a path component
+        if port is not None:
+            label += f"_{port}"
+        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
+        return self.root / "accounts" / label / digest
+
+    def lineage_dir(self, name: str) -> Path:
+        """``certificates/<name>``; raises :class:`ConfigError` for an unsafe name."""
+        return self.root / "certificates" / validate_lineage_name(name)
+
+    def lock_path(self, name: str) -> Path:
+        """``locks/<name>.lock``; raises :class:`ConfigError` for an unsafe name."""
+        return self.root / "locks" / f"{validate_lineage_name(name)}.lock"
+
+    def _ensure_dir(self, path: Path) -> None:
+        """Create ``path`` (0700 for it and every missing directory below the root)."""
+        if path.is_dir():
+            return
+        try:
+            if path != self.root and self.root in path.parents:
+                self._ensure_dir(path.parent)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+            else:
+                os.chmod(path, 0o700)  # exact mode regardless of the umask
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create directory {path}: {_strerror(exc)}; check that {self.root} "
+                "is writable by this user, or choose another state directory"
+            ) from exc
+
+    # -- reading helpers ---------------------------------------------------------
+
+    def _read(self, path: Path, what: str) -> bytes | None:
+        """The bytes of ``path``, ``None`` if it does not exist, else StorageError."""
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {what} {path}: {_strerror(exc)}; check the permissions of {self.root} "
+                "or run certsmith as the user that owns it"
+            ) from exc
+
+    @staticmethod
+    def _parse_json(path: Path, raw: bytes, what: str, remedy: str) -> dict[str, Any]:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise StorageError(f"{what} {path} is not valid JSON ({exc}); {remedy}") from exc
+        if not isinstance(data, dict):
+            raise StorageError(f"{what} {path} is not a JSON object; {remedy}")
+        return data
+
+    # -- accounts ----------------------------------------------------------------
+
+    def load_account(self, directory_url: str) -> StoredAccount | None:
+        """The account stored for ``directory_url``, or ``None`` if there is none."""
+        directory = self.account_dir(directory_url)
+        json_path = directory / "account.json"
+        raw = self._read(json_path, "account file")
+        if raw is None:
+            return None
+        remedy = f"restore it from a backup, or remove {directory} to register a new account"
+        data = self._parse_json(json_path, raw, "account file", remedy)
+        key_path = directory / "account.key"
+        key_pem = self._read(key_path, "account key")
+        if key_pem is None:
+            raise StorageError(f"account key {key_path} is missing although {json_path} exists; {remedy}")
+        try:
+            return StoredAccount.from_json(data, key_pem)
+        except ValueError as exc:
+            raise StorageError(f"account file {json_path} is invalid: {exc}; {remedy}") from exc
+
+    def save_account(self, account: StoredAccount) -> None:
+        """Store ``account``; the key is written first so the JSON never lacks a key."""
+        directory = self.account_dir(account.directory_url)
+        self._ensure_dir(directory)
+        atomic_write(directory / "account.key", account.key_pem, 0o600)
+        data = json.dumps(account.to_json(), indent=2, sort_keys=True) + "\n"
+        atomic_write(directory / "account.json", data.encode(), 0o600)
+
+    def archive_account_key(self, directory_url: str) -> None:
+        """Copy the current account key to ``account.key.<UTC time>`` (0600).
+
+        Call before a key rollover saves the new key, so the old one is never lost.
+        Does nothing when no key is stored.
+        """
+        directory = self.account_dir(directory_url)
+        key_pem = self._read(directory / "account.key", "account key")
+        if key_pem is None:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = directory / f"account.key.{stamp}"
+        counter = 1
+        while os.path.lexists(target):
+            target = directory / f"account.key.{stamp}-{counter}"
+            counter += 1
+        atomic_write(target, key_pem, 0o600)
+
+    # -- certificates ------------------------------------------------------------
+
+    def lineage_names(self) -> list[str]:
+        """Names of all certificates that have a ``meta.json``, sorted."""
+        base = self.root / "certificates"
+        try:
+            entries = sorted(entry.name for entry in os.scandir(base) if entry.is_dir())
+            names = []
+            for name in entries:
+                try:
+                    validate_lineage_name(name)
+                except ConfigError:
+                    continue
+                if (base / name / "meta.json").is_file():
+                    names.append(name)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(
+                f"cannot list {base}: {_strerror(exc)}; check the permissions of {self.root} "
+                "or run certsmith as the user that owns it"
+            ) from exc
+        return names
+
+    def load_lineage(self, name: str) -> Lineage | None:
+        """The current version of certificate ``name``, or ``None`` if not stored."""
+        directory = self.lineage_dir(name)
+        meta_path = directory / "meta.json"
+        raw = self._read(meta_path, "certificate metadata")
+        if raw is None:
+            return None
+        remedy = (
+            f"restore it from an earlier version under {directory / 'archive'}, "
+            f"or remove {directory} and issue the certificate again"
+        )
+        data = self._parse_json(meta_path, raw, "certificate metadata", remedy)
+        try:
+            meta = LineageMeta.from_json(data)
+        except ValueError as exc:
+            raise StorageError(f"certificate metadata {meta_path} is invalid: {exc}; {remedy}") from exc
+        return Lineage(meta=meta, directory=directory)
+
+    def save_certificate(
+        self,
+        meta: LineageMeta,
+        *,
+        key_pem: bytes | None,
+        cert_pem: bytes,
+        chain_pem: bytes,
+        fullchain_pem: bytes,
+    ) -> Lineage:
+        """Store a new version of certificate ``meta.name`` all-or-nothing.
+
+        The store assigns ``version`` (one more than any existing version), keeps the
+        lineage's first ``created_at`` and sets ``updated_at`` to now. The previous
+        version stays in ``archive/``. ``key_pem=None`` (a certificate for the user's own
+        CSR) stores no private key. See the module docstring for the crash safety.
+        """
+        directory = self.lineage_dir(meta.name)
+        archive = directory / "archive"
+        self._ensure_dir(archive)
+        self._remove_stale_staging(directory)
+
+        try:
+            old = self.load_lineage(meta.name)
+        except StorageError:
+            old = None  # a damaged current version must not prevent issuing a new one
+        version = max([old.meta.version if old else 0, *self._archived_versions(archive)]) + 1
+        now = utc_now()
+        created_at = (old.meta.created_at if old else "") or meta.created_at or now
+        new_meta = replace(meta, version=version, created_at=created_at, updated_at=now)
+
+        target = archive / str(version)
+        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(mode=0o700)
+            os.chmod(staging, 0o700)
+            if key_pem is not None:
+                atomic_write(staging / "privkey.pem", key_pem, 0o600)
+            atomic_write(staging / "cert.pem", cert_pem, 0o644)
+            atomic_write(staging / "chain.pem", chain_pem, 0o644)
+            atomic_write(staging / "fullchain.pem", fullchain_pem, 0o644)
+            meta_json = json.dumps(new_meta.to_json(), indent=2, sort_keys=True) + "\n"
+            atomic_write(staging / "meta.json", meta_json.encode(), 0o600)
+            if os.path.lexists(target):
+                raise StorageError(
+                    f"{target} appeared while saving certificate {meta.name!r}; another process is "
+                    "saving it without holding the certificate's lock -- run one certsmith at a time"
+                )
+            os.rename(staging, target)
+            _fsync_dir(archive)
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot save certificate {meta.name!r} in {directory}: {_strerror(exc)}; {_WRITE_HINT}"
+            ) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+        committed = False
+        try:
+            for filename in _LINEAGE_FILES:
+                link = directory / filename
+                wanted = f"current/{filename}"
+                if filename == "privkey.pem" and key_pem is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        link.unlink()
+                    continue
+                if not (link.is_symlink() and os.readlink(link) == wanted):
+                    _replace_symlink(link, wanted)
+            _replace_symlink(directory / "current", f"archive/{version}")  # the commit point
+            committed = True
+            _fsync_dir(directory)
+        finally:
+            if not committed:
+                shutil.rmtree(target, ignore_errors=True)
+        return Lineage(meta=new_meta, directory=directory)
+
+    @staticmethod
+    def _archived_versions(archive: Path) -> list[int]:
+        try:
+            return [int(entry.name) for entry in os.scandir(archive) if entry.name.isdigit()]
+        except OSError as exc:
+            raise StorageError(f"cannot list {archive}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    @staticmethod
+    def _remove_stale_staging(directory: Path) -> None:
+        """Remove staging leftovers of processes that no longer run."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if not entry.name.startswith(_STAGING_PREFIX):
+                    continue
+                pid_text = entry.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+                if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
+    # -- locks -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
+        """Hold certificate ``name`` exclusively across processes.
+
+        Retries for up to ``wait`` seconds, then raises :class:`LockedError` naming
+        the holder's pid. The kernel releases the lock if the holder dies, so a lock
+        is never stale. The lock file is kept (deleting it would let two processes
+        lock different inodes of the same name).
+        """
+        fd = self._open_lock(name)
+        try:
+            deadline = time.monotonic() + max(wait, 0.0)
+            while not self._try_lock(fd, name):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._locked_error(fd, name)
+                time.sleep(min(_LOCK_POLL, remaining))
+            self._mark_held(fd)
+            try:
+                yield
+            finally:
+                self._release(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.asynccontextmanager
+    async def alock(self, name: str, *, wait: float = 0.0) -> AsyncIterator[None]:
+        """:meth:`lock` for ``async with``: waits with ``asyncio.sleep``, never blocks."""
+        fd = self._open_lock(name)
+        try:
+            deadline = time.monotonic() + max(wait, 0.0)
+            while not self._try_lock(fd, name):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._locked_error(fd, name)
+                await asyncio.sleep(min(_LOCK_POLL, remaining))
+            self._mark_held(fd)
+            try:
+                yield
+            finally:
+                self._release(fd)
+        finally:
+            os.close(fd)
+
+    def _open_lock(self, name: str) -> int:
+        path = self.lock_path(name)
+        self._ensure_dir(path.parent)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot open lock file {path}: {_strerror(exc)}; check the permissions of {path.parent} "
+                "or run certsmith as the user that owns it"
+            ) from exc
+
+    def _try_lock(self, fd: int, name: str) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise StorageError(
+                f"cannot lock {self.lock_path(name)}: {_strerror(exc)}; "
+                "the state directory must be on a local file system that supports flock(2)"
+            ) from exc
+        return True
+
+    @staticmethod
+    def _mark_held(fd: int) -> None:
+        """Record our pid in the lock file so a waiting process can name us."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    @staticmethod
+    def _release(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _locked_error(self, fd: int, name: str) -> LockedError:
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            text = ""
+        holder = f"pid {text}" if text.isdigit() else "pid unknown"
+        return LockedError(
+            f"certificate {name!r} is being issued or renewed by another certsmith process ({holder}); "
+            f"wait for it to finish, or retry with a longer lock wait (lock file: {self.lock_path(name)})"
+        )
