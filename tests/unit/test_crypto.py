@@ -1,0 +1,100 @@
+"""Names, CSRs and certificate facts."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from certsmith.crypto import (
+    Identifier,
+    ari_cert_id,
+    generate_key,
+    key_type_of,
+    load_csr,
+    load_private_key,
+    make_csr,
+    parse_identifier,
+    parse_identifiers,
+    private_key_pem,
+)
+from certsmith.errors import ConfigError
+from certsmith.jose import b64u_decode
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Example.COM", Identifier("dns", "example.com")),
+        ("example.com.", Identifier("dns", "example.com")),
+        ("*.example.com", Identifier("dns", "*.example.com")),
+        ("bücher.example", Identifier("dns", "xn--bcher-kva.example")),
+        ("192.0.2.1", Identifier("ip", "192.0.2.1")),
+        ("2001:DB8::0:1", Identifier("ip", "2001:db8::1")),
+        ("[::1]", Identifier("ip", "::1")),
+    ],
+)
+def test_identifiers_are_normalised(text: str, expected: Identifier) -> None:
+    assert parse_identifier(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "localhost", "a..example.com", "-a.example.com", "a_b.example.com", "*.*.example.com",
+             "a.*.example.com", "*example.com", "x" * 64 + ".example.com", "1.2.3"]
+)
+def test_bad_names_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_identifier(text)
+
+
+def test_duplicates_are_dropped_in_order() -> None:
+    assert parse_identifiers(["b.example.com", "a.example.com", "B.example.com"]) == [
+        Identifier("dns", "b.example.com"),
+        Identifier("dns", "a.example.com"),
+    ]
+
+
+@pytest.mark.parametrize("key_type", ["ec256", "ec384", "rsa2048"])
+def test_csr_round_trip_with_ip_san_and_no_ip_in_cn(key_type: str) -> None:
+    key = generate_key(key_type)
+    assert key_type_of(key) == key_type
+    idents = parse_identifiers(["www.example.com", "192.0.2.7", "*.example.com"])
+    der, parsed = load_csr(make_csr(key, idents))
+    assert set(parsed) == set(idents)
+    csr = x509.load_der_x509_csr(der)
+    assert [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["www.example.com"]
+    only_ip = x509.load_der_x509_csr(make_csr(key, parse_identifiers(["192.0.2.7"])))
+    assert not only_ip.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+
+
+def test_private_key_round_trip_and_garbage() -> None:
+    key = generate_key()
+    assert load_private_key(private_key_pem(key)).private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as info:
+        load_private_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    assert "AAAA" not in str(info.value)
+
+
+def test_ari_cert_id_matches_rfc9773_example() -> None:
+    """RFC 9773 §4.1: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4,
+    serial 0x87654321 -> aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE (the leading 0x00 is kept)."""
+    issuer_key = generate_key()
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ari")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(issuer_key.public_key())
+        .serial_number(0x87654321)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.AuthorityKeyIdentifier(b64u_decode("aYhba4dGQEHhs3uEe6CuLN4ByNQ"), None, None), critical=False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
