@@ -1,3 +1,67 @@
-"""certsmith: a fast, complete ACME client and command-line tool."""
+"""certsmith: a fast, complete ACME client and command-line tool.
+
+The public API is imported lazily so that ``import certsmith`` (and the CLI's
+start-up) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from certsmith.acme import AcmeClient, AcmeError, Problem, ProblemError
+    from certsmith.api import issue, renew
+    from certsmith.crypto import Identifier, generate_key, make_csr
+    from certsmith.errors import CertsmithError, ConfigError, DnsError
+    from certsmith.manager import CertificateRequest, ChallengeSettings, IssueResult, Manager
+    from certsmith.storage.files import FileStore
+
+_EXPORTS = {
+    "AcmeClient": "certsmith.acme",
+    "AcmeError": "certsmith.acme",
+    "Problem": "certsmith.acme",
+    "ProblemError": "certsmith.acme",
+    "issue": "certsmith.api",
+    "renew": "certsmith.api",
+    "Identifier": "certsmith.crypto",
+    "generate_key": "certsmith.crypto",
+    "make_csr": "certsmith.crypto",
+    "CertsmithError": "certsmith.errors",
+    "ConfigError": "certsmith.errors",
+    "DnsError": "certsmith.errors",
+    "CertificateRequest": "certsmith.manager",
+    "ChallengeSettings": "certsmith.manager",
+    "IssueResult": "certsmith.manager",
+    "Manager": "certsmith.manager",
+    "FileStore": "certsmith.storage.files",
+}
+
+__all__ = [
+    "AcmeClient",
+    "AcmeError",
+    "CertificateRequest",
+    "CertsmithError",
+    "ChallengeSettings",
+    "ConfigError",
+    "DnsError",
+    "FileStore",
+    "Identifier",
+    "IssueResult",
+    "Manager",
+    "Problem",
+    "ProblemError",
+    "generate_key",
+    "issue",
+    "make_csr",
+    "renew",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'certsmith' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

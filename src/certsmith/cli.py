@@ -31,6 +31,7 @@ class Context:
     state_dir: str | None
     json: bool
     verbosity: int
+    _console: Any = None
 
     def state_path(self) -> Path:
         if self.state_dir:
@@ -55,8 +56,15 @@ class Context:
         )
 
     def progress(self, kind: str, message: str) -> None:
-        if self.verbosity >= 0:
-            click.echo(f"{_style_kind(kind)} {message}", err=True)
+        """Progress on stderr through rich (plain text when stderr is not a terminal)."""
+        if self.verbosity < 0:
+            return
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        style = "green" if kind in ("stored", "validated", "finalized") else "cyan"
+        self._console.print(f"[{style}]•[/] {message}", markup=True, soft_wrap=True)
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -64,10 +72,6 @@ class Context:
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         else:
             human()
-
-
-def _style_kind(kind: str) -> str:
-    return click.style("•", fg="green" if kind in ("stored", "validated", "finalized") else "cyan")
 
 
 def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
