@@ -1,0 +1,112 @@
+"""The ``manual`` provider: a person adds the TXT record and presses Enter.
+
+For a one-off certificate on a DNS host without an API. The record to create is
+printed on stderr and certsmith waits for Enter on stdin, one record at a time;
+``cleanup`` prints what may be deleted again. Without an interactive terminal it
+fails at once instead of waiting for input that cannot come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Mapping
+from typing import ClassVar, Self, TextIO
+
+from certsmith.dns.base import ProviderInfo
+from certsmith.errors import DnsError
+
+NAME = "manual"
+
+
+def _read_line(stream: TextIO) -> asyncio.Future[str]:
+    """Read one line of ``stream`` in a daemon thread.
+
+    Not ``asyncio.to_thread``: a worker of the default executor that still waits for
+    Enter after Ctrl-C would keep the interpreter from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def deliver(line: str | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(line or "")
+
+    def work() -> None:
+        try:
+            line = stream.readline()
+        except (OSError, ValueError) as exc:
+            result: tuple[str | None, BaseException | None] = (None, exc)
+        else:
+            result = (line, None)
+        with contextlib.suppress(RuntimeError):  # the event loop is gone already
+            loop.call_soon_threadsafe(deliver, *result)
+
+    threading.Thread(target=work, name="certsmith-manual-dns", daemon=True).start()
+    return future
+
+
+class ManualProvider:
+    """Asks the person at the terminal to create and delete the TXT records."""
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name=NAME,
+        title="Manual",
+        description=("Prints each TXT record to create and waits for Enter; needs an interactive terminal."),
+        example="certsmith issue --dns manual -d example.com -d '*.example.com'",
+        default_propagation_timeout=600.0,
+    )
+
+    def __init__(self, stdin: TextIO | None = None, output: TextIO | None = None) -> None:
+        """``stdin``/``output`` default to the process's stdin and stderr at call time."""
+        self._stdin = stdin
+        self._output = output
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """The manual provider reads no variables."""
+        return cls()
+
+    @property
+    def stdin(self) -> TextIO | None:
+        return self._stdin if self._stdin is not None else sys.stdin
+
+    @property
+    def output(self) -> TextIO:
+        return self._output if self._output is not None else sys.stderr
+
+    async def present(self, fqdn: str, value: str) -> None:
+        """Show the record and wait until the user confirms it exists."""
+        stdin = self.stdin
+        if stdin is None or stdin.closed or not stdin.isatty():
+            raise DnsError(
+                f"the manual DNS provider needs an interactive terminal to confirm TXT {fqdn}; "
+                "run certsmith in a terminal or choose a provider with an API (certsmith dns list)"
+            )
+        async with self._lock:  # one prompt at a time
+            self._say(
+                "\nCreate this DNS record, then press Enter to continue:\n"
+                f"  name:  {fqdn}\n  type:  TXT\n  value: {value}\n"
+            )
+            line = await _read_line(stdin)
+        if not line:
+            raise DnsError(f"stdin was closed before the TXT record {fqdn} was confirmed")
+
+    async def cleanup(self, fqdn: str, value: str) -> None:
+        """Tell the user which record may be deleted now."""
+        self._say(f"You may now delete the DNS record: {fqdn} TXT {value}\n")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def _say(self, text: str) -> None:
+        out = self.output
+        out.write(text)
+        out.flush()
