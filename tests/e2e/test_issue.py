@@ -297,3 +297,35 @@ def test_terms_must_be_agreed(cli: Cli) -> None:
     result = cli.run("account", "register", "--email", "a@example.com", check=False)
     assert result.returncode == 1 and "--agree-tos" in result.stderr
     assert not list(cli.state_dir.rglob("account.*"))
+
+
+def test_webroot_served_by_a_separate_web_server(registered_cli: Cli, tmp_path: Path) -> None:
+    """--webroot writes the token where a real web server (python -m http.server) serves it."""
+    import subprocess
+    import sys
+    import time
+
+    cli = registered_cli
+    webroot = tmp_path / "www"
+    webroot.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(cli.pebble.http_port), "--bind", "127.0.0.1",
+         "--directory", str(webroot)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", cli.pebble.http_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        cli.run("issue", "-d", "webroot.example.com", "--webroot", str(webroot))
+        verify_chain(cli.pebble, lineage_dir(cli, "webroot.example.com"), tmp_path)
+        assert list(webroot.rglob("*")) == [], "tokens and the directories made for them are removed"
+        meta = json.loads((lineage_dir(cli, "webroot.example.com") / "meta.json").read_text())
+        assert meta["settings"]["challenge"]["webroot"] == str(webroot)
+    finally:
+        server.terminate()
+        server.wait()
