@@ -12,7 +12,7 @@ demo: setup
 	$(PY) -m certsmith.testing.demo --state-dir demo-state
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
 
 typecheck: setup
 	$(VENV)/bin/mypy src
