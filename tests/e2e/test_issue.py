@@ -329,3 +329,37 @@ def test_webroot_served_by_a_separate_web_server(registered_cli: Cli, tmp_path: 
     finally:
         server.terminate()
         server.wait()
+
+
+def test_reuse_key_keeps_the_key_across_renewal(registered_cli: Cli, tmp_path: Path) -> None:
+    cli = registered_cli
+    cli.run("issue", "-d", "reuse.example.com", "--reuse-key", "--key-type", "rsa2048", *cli.http_args())
+    directory = lineage_dir(cli, "reuse.example.com")
+    first_key = (directory / "privkey.pem").read_bytes()
+    first = verify_chain(cli.pebble, directory, tmp_path)
+    cli.run("renew", "--force")
+    second = verify_chain(cli.pebble, directory, tmp_path)
+    assert second.serial_number != first.serial_number
+    assert (directory / "privkey.pem").read_bytes() == first_key
+    assert second.public_key().public_numbers() == first.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+def test_revoke_with_the_certificate_key_when_the_account_is_gone(registered_cli: Cli, tmp_path: Path) -> None:
+    import shutil
+
+    cli = registered_cli
+    cli.run("issue", "-d", "lostacct.example.com", *cli.http_args())
+    leaf = verify_chain(cli.pebble, lineage_dir(cli, "lostacct.example.com"), tmp_path)
+    shutil.rmtree(cli.state_dir / "accounts")
+    cli.run("revoke", "lostacct.example.com", "--reason", "superseded")
+    status = json.loads(cli.pebble.management_get(f"/cert-status-by-serial/{leaf.serial_number:x}"))
+    assert status["Status"] == "Revoked" and status["Reason"] == 4
+
+
+def test_dns_list_shows_every_provider(cli: Cli) -> None:
+    data = json.loads(cli.run("--json", "dns", "list").stdout)
+    by_name = {p["name"]: p for p in data["providers"]}
+    assert {"exec", "manual", "rfc2136"} <= set(by_name)
+    assert any(v["name"] == "EXEC_PATH" and v["required"] for v in by_name["exec"]["env"])
+    human = cli.run("dns", "list").stdout
+    assert "EXEC_PATH" in human and "RFC2136_NAMESERVER" in human
