@@ -1,0 +1,699 @@
+"""Alibaba Cloud DNS (Alidns, API 2015-01-09) provider.
+
+The provider speaks the RPC API directly over one :class:`httpx.AsyncClient`, signed
+with V3 (``ACS3-HMAC-SHA256``, the default) or V1 (``HMAC-SHA1``); the signing code
+lives in :mod:`certsmith.dns.alidns_signing`. Zones are found through the API
+(``DescribeDomains``, every page, longest matching suffix, IDN aware), never through
+public DNS, so delegated sub-zones and split-horizon setups work.
+
+``present`` adds one TXT record and remembers its ``RecordId`` (adopting an identical
+existing record on ``DomainRecordDuplicate``); ``cleanup`` deletes exactly that
+``RecordId`` and nothing else. Throttling and 5xx answers are retried with bounded
+exponential back-off, each attempt freshly signed. The variable names are Alibaba's
+own, with lego's and acme.sh's accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Self
+
+import httpx
+import idna
+
+from certsmith.dns import alidns_signing as signing
+from certsmith.dns.base import EnvVar, ProviderInfo, read_env
+from certsmith.errors import ConfigError, DnsError
+
+log = logging.getLogger(__name__)
+
+NAME = "alidns"
+DEFAULT_ENDPOINT = "https://alidns.aliyuncs.com"
+DEFAULT_TTL = 600
+#: Error codes that mean "try again later"; HTTP 5xx is retried as well.
+RETRYABLE_CODES = frozenset({"Throttling", "Throttling.User", "ServiceUnavailable"})
+#: The RAM actions the provider needs (``DescribeDomainInfo`` is optional: without it
+#: the configured TTL is used as is).
+RAM_ACTIONS = (
+    "alidns:DescribeDomains",
+    "alidns:AddDomainRecord",
+    "alidns:DeleteDomainRecord",
+    "alidns:DescribeDomainRecords",
+)
+RAM_POLICY = "AliyunDNSFullAccess"
+
+ENV = (
+    EnvVar(
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "AccessKey ID of a RAM user allowed to manage the zone's records",
+        required=True,
+        aliases=("ALICLOUD_ACCESS_KEY", "Ali_Key"),
+    ),
+    EnvVar(
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "AccessKey secret (or ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE)",
+        required=True,
+        secret=True,
+        aliases=("ALICLOUD_SECRET_KEY", "Ali_Secret"),
+    ),
+    EnvVar(
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "STS security token, when the AccessKey is a temporary STS credential",
+        secret=True,
+        aliases=("ALICLOUD_SECURITY_TOKEN",),
+    ),
+    EnvVar("ALIDNS_ENDPOINT", "API endpoint (http:// only for loopback test servers)", default=DEFAULT_ENDPOINT),
+    EnvVar(
+        "ALIDNS_TTL",
+        "TTL of the TXT records, seconds; raised to the domain's minimum (MinTtl) when lower",
+        default=str(DEFAULT_TTL),
+        aliases=("ALICLOUD_TTL",),
+    ),
+    EnvVar(
+        "ALIDNS_PROPAGATION_TIMEOUT",
+        "Seconds to wait until the record is visible",
+        aliases=("ALICLOUD_PROPAGATION_TIMEOUT",),
+    ),
+    EnvVar("ALIDNS_SIGNATURE_VERSION", "Request signature: 3 (ACS3-HMAC-SHA256) or 1 (HMAC-SHA1)", default="3"),
+)
+
+
+class AlidnsError(DnsError):
+    """An Alidns API call failed.
+
+    ``code`` is the service's error code (``None`` for transport failures),
+    ``status`` the HTTP status, ``server_message`` the service's own message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        server_message: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.action = action
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+        self.server_message = server_message
+
+
+@dataclass(frozen=True, repr=False)
+class AlidnsConfig:
+    """Settings of :class:`AlidnsProvider`; ``repr`` never shows the secret or the token."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    ttl: int = DEFAULT_TTL
+    propagation_timeout: float | None = None
+    signature_version: int = 3
+
+    def __post_init__(self) -> None:
+        if self.signature_version not in (1, 3):
+            raise ConfigError("ALIDNS_SIGNATURE_VERSION must be 3 (ACS3-HMAC-SHA256) or 1 (HMAC-SHA1)")
+        if not 1 <= self.ttl <= 86400:
+            raise ConfigError(f"ALIDNS_TTL must be between 1 and 86400 seconds, not {self.ttl}")
+        if self.propagation_timeout is not None and self.propagation_timeout <= 0:
+            raise ConfigError("ALIDNS_PROPAGATION_TIMEOUT must be a positive number of seconds")
+        _check_endpoint(self.endpoint)
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.security_token else None
+        return (
+            f"AlidnsConfig(access_key_id={self.access_key_id!r}, access_key_secret=<hidden>, "
+            f"security_token={token}, endpoint={self.endpoint!r}, ttl={self.ttl}, "
+            f"propagation_timeout={self.propagation_timeout}, signature_version={self.signature_version})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AlidnsConfig:
+        """Read the settings from ``env``; one error lists every missing variable."""
+        values = read_env(env, ENV, NAME, hint=f"create an AccessKey for a RAM user with the policy {RAM_POLICY}")
+        timeout = values.get("ALIDNS_PROPAGATION_TIMEOUT")
+        return cls(
+            access_key_id=values["ALIBABA_CLOUD_ACCESS_KEY_ID"].strip(),
+            access_key_secret=values["ALIBABA_CLOUD_ACCESS_KEY_SECRET"].strip(),
+            security_token=values.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None,
+            endpoint=_with_scheme(values["ALIDNS_ENDPOINT"].strip()),
+            ttl=_parse_int("ALIDNS_TTL", values["ALIDNS_TTL"]),
+            propagation_timeout=None if timeout is None else _parse_float("ALIDNS_PROPAGATION_TIMEOUT", timeout),
+            signature_version=_parse_signature_version(values["ALIDNS_SIGNATURE_VERSION"]),
+        )
+
+
+def _parse_int(name: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, not {text!r}") from None
+
+
+def _parse_float(name: str, text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
+
+
+def _parse_signature_version(text: str) -> int:
+    key = text.strip().lower()
+    if key in ("3", "v3", "acs3-hmac-sha256"):
+        return 3
+    if key in ("1", "v1", "1.0", "v2", "hmac-sha1"):  # Alibaba's newer docs call V1 "V2"
+        return 1
+    raise ConfigError(f"ALIDNS_SIGNATURE_VERSION must be 3 or 1, not {text!r}")
+
+
+def _with_scheme(endpoint: str) -> str:
+    """``alidns.aliyuncs.com`` (the SDKs' form) means ``https://alidns.aliyuncs.com``."""
+    return endpoint if "://" in endpoint else "https://" + endpoint
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """Allow https anywhere and plain http only to loopback test servers."""
+    try:
+        url = httpx.URL(endpoint)
+    except httpx.InvalidURL:
+        raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} must look like https://alidns.aliyuncs.com")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ConfigError(
+            f"ALIDNS_ENDPOINT {endpoint!r}: plain http is only allowed for loopback test servers; use https"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- zones ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A domain of the account: ``name`` as the API reports it, ``ascii`` for matching."""
+
+    name: str
+    ascii: str
+
+
+def to_ascii(name: str) -> str:
+    """Lower-case A-label form of ``name`` without the trailing dot.
+
+    Only non-ASCII labels are converted (IDNA 2008 with UTS 46 mapping), so labels
+    such as ``_acme-challenge`` that IDNA forbids pass through untouched.
+    """
+    labels = name.strip().rstrip(".").split(".")
+    out = []
+    for label in labels:
+        if label.isascii():
+            out.append(label.lower())
+            continue
+        try:
+            out.append(idna.encode(label, uts46=True).decode("ascii"))
+        except idna.IDNAError as exc:
+            raise DnsError(f"{name!r} is not a valid internationalised domain name: {exc}") from None
+    return ".".join(out)
+
+
+def zone_from_api(domain: Mapping[str, Any]) -> Zone:
+    """A :class:`Zone` from one ``DescribeDomains`` entry (``DomainName``, ``PunyCode``)."""
+    name = str(domain.get("DomainName", "")).rstrip(".")
+    puny = str(domain.get("PunyCode") or "").rstrip(".")
+    return Zone(name=name, ascii=to_ascii(puny or name))
+
+
+def select_zone(fqdn: str, zones: list[Zone]) -> tuple[Zone, str] | None:
+    """The zone with the longest suffix match for ``fqdn`` and the RR left of it.
+
+    The RR may span several labels (``_acme-challenge.www``) and is ``@`` at the apex.
+    Matching is on whole labels, in A-label form, case-insensitively.
+    """
+    name = to_ascii(fqdn)
+    best: Zone | None = None
+    for zone in zones:
+        if (name == zone.ascii or name.endswith("." + zone.ascii)) and (
+            best is None or len(zone.ascii) > len(best.ascii)
+        ):
+            best = zone
+    if best is None:
+        return None
+    rr = name[: -len(best.ascii)].rstrip(".") or "@"
+    return best, rr
+
+
+# --- error messages ------------------------------------------------------------------
+
+
+def clock_offset(date_header: str | None, local_now: datetime) -> float | None:
+    """Seconds the server's ``Date`` is ahead of ``local_now`` (negative: behind)."""
+    if not date_header:
+        return None
+    try:
+        server = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=UTC)
+    return (server - local_now).total_seconds()
+
+
+def describe_error(
+    *,
+    action: str,
+    code: str | None,
+    server_message: str,
+    access_key_id: str,
+    offset: float | None = None,
+    zones: list[str] | None = None,
+    domain: str | None = None,
+) -> str:
+    """An actionable message for an Alidns error code.
+
+    ``offset`` is the server-minus-local clock difference in seconds (from the
+    response's ``Date``); ``zones`` the account's domains when known. The service's
+    message is quoted only for codes without a specific explanation, and never for
+    ``SignatureDoesNotMatch`` (it echoes the string to sign, security token included).
+    """
+    prefix = f"Alidns {action} failed ({code})"
+    if code == "SignatureDoesNotMatch":
+        return (
+            f"{prefix}: the request signature does not match; the AccessKey secret is not the one "
+            f"of AccessKey ID {access_key_id}. Check ALIBABA_CLOUD_ACCESS_KEY_SECRET (or its _FILE) "
+            "for a typo, a truncated copy or a secret of another key"
+        )
+    if code in ("InvalidAccessKeyId.NotFound", "InvalidAccessKeyId"):
+        return (
+            f"{prefix}: the AccessKey ID {access_key_id} is unknown to Alibaba Cloud (deleted, disabled "
+            "or mistyped). Check ALIBABA_CLOUD_ACCESS_KEY_ID or create a new AccessKey in the RAM console"
+        )
+    if code == "InvalidTimeStamp.Expired":
+        if offset is None:
+            clock = "the clock of this machine is probably off by more than 15 minutes"
+        else:
+            minutes = round(abs(offset) / 60)
+            unit = "minute" if minutes == 1 else "minutes"
+            direction = "behind" if offset > 0 else "ahead of"
+            clock = (
+                f"the clock is off by {minutes} {unit} (this machine is {direction} Alibaba Cloud's time; "
+                "requests must be within 15 minutes)"
+            )
+        return f"{prefix}: {clock}. Synchronise the system clock (NTP, chrony or systemd-timesyncd)"
+    if code == "InvalidTimeStamp.Format":
+        return f"{prefix}: the request timestamp was rejected; this is a bug in certsmith, please report it"
+    if code == "SignatureNonceUsed":
+        return f"{prefix}: a request nonce was reused; retry, and report it if it happens again"
+    if code in ("Forbidden.RAM", "Forbidden", "NoPermission"):
+        return (
+            f"{prefix}: the RAM user of AccessKey {access_key_id} may not call {action}. Grant it the "
+            f"actions {', '.join(RAM_ACTIONS)} (and optionally alidns:DescribeDomainInfo), "
+            f"or attach the system policy {RAM_POLICY}"
+        )
+    if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and zones is not None:
+        what = f"{domain} is not a domain" if domain else "the name is not in a domain"
+        return f"{prefix}: {what} in this Alibaba Cloud account; {_zone_list(zones)}"
+    if code is not None and code.startswith("InvalidSecurityToken"):
+        return (
+            f"{prefix}: the STS security token was rejected (expired or not issued for this AccessKey); "
+            "refresh ALIBABA_CLOUD_SECURITY_TOKEN together with the AccessKey ID and secret"
+        )
+    if code in RETRYABLE_CODES:
+        return f"{prefix}: Alibaba Cloud kept throttling the requests; retry later or lower the concurrency"
+    detail = f": {server_message}" if server_message else ""
+    return f"{prefix}{detail}"
+
+
+def _zone_list(zones: list[str]) -> str:
+    if not zones:
+        return "the account has no domains in Alibaba Cloud DNS; add the zone there first"
+    shown = ", ".join(sorted(zones)[:20])
+    more = f" and {len(zones) - 20} more" if len(zones) > 20 else ""
+    return f"the account has: {shown}{more}. Use the AccessKey of the account that owns the domain"
+
+
+# --- provider ------------------------------------------------------------------------
+
+
+class AlidnsProvider:
+    """Creates and deletes TXT records through the Alidns API.
+
+    ``propagation_timeout`` is ``ALIDNS_PROPAGATION_TIMEOUT`` (``None`` when unset, so
+    the solver uses ``info.default_propagation_timeout``). The keyword arguments tune
+    retries (``max_attempts`` per call, back-off from ``retry_delay`` doubling up to
+    ``max_retry_delay`` seconds, with jitter) and let tests supply the ``clock`` and an
+    httpx ``transport``.
+    Use one instance from one event loop.
+    """
+
+    info: ClassVar[ProviderInfo] = ProviderInfo(
+        name=NAME,
+        title="Alibaba Cloud DNS (Alidns)",
+        description=(
+            "Alibaba Cloud DNS through its API (signature V3 or V1); zones are found in the account, "
+            "so delegated sub-zones work. Needs the RAM actions "
+            + ", ".join(RAM_ACTIONS)
+            + f" or the policy {RAM_POLICY}."
+        ),
+        env=ENV,
+        example=(
+            "export ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5t...\n"
+            "export ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE=/run/secrets/alidns-secret\n"
+            "certsmith issue -d example.com -d '*.example.com' --dns alidns"
+        ),
+        links=(
+            "https://www.alibabacloud.com/help/en/dns/api-alidns-2015-01-09-overview",
+            "https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature",
+            "https://www.alibabacloud.com/help/en/ram/user-guide/create-an-accesskey-pair",
+        ),
+        default_propagation_timeout=120.0,
+        extra={"ram_actions": ", ".join(RAM_ACTIONS), "ram_policy": RAM_POLICY},
+    )
+
+    def __init__(
+        self,
+        config: AlidnsConfig,
+        *,
+        max_attempts: int = 6,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 8.0,
+        timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.propagation_timeout: float | None = config.propagation_timeout
+        self._max_attempts = max(1, max_attempts)
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._clock = clock or (lambda: datetime.now(UTC))
+        url = httpx.URL(config.endpoint)
+        self._url = str(url.copy_with(path="/", query=None, fragment=None))
+        self._host = url.netloc.decode("ascii")
+        self._http = httpx.AsyncClient(timeout=timeout, verify=True, transport=transport)
+        self._zones: list[Zone] | None = None
+        self._zones_lock = asyncio.Lock()
+        self._info_lock = asyncio.Lock()
+        self._min_ttls: dict[str, int | None] = {}
+        self._created: dict[tuple[str, str], str] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"AlidnsProvider({self.config!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Build the provider from ``ALIBABA_CLOUD_*`` / ``ALIDNS_*`` (or lego/acme.sh) variables."""
+        return cls(AlidnsConfig.from_env(env))
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+    # -- the contract --
+
+    async def present(self, fqdn: str, value: str) -> None:
+        """Add the TXT record, or adopt an identical one that already exists."""
+        key = (_normalise(fqdn), value)
+        async with self._lock_for(key):
+            zone, rr = await self._locate(key[0])
+            ttl = await self._ttl_for(zone)
+            record_id = await self._add(zone, rr, value, ttl)
+            self._created[key] = record_id
+            log.info("alidns: TXT %s (RR %s in %s) = %s, RecordId %s", key[0], rr, zone.name, value, record_id)
+
+    async def cleanup(self, fqdn: str, value: str) -> None:
+        """Delete the record ``present`` created or adopted for (``fqdn``, ``value``), if any."""
+        key = (_normalise(fqdn), value)
+        async with self._lock_for(key):
+            record_id = self._created.get(key)
+            if record_id is None:
+                log.debug("alidns: no record of ours for TXT %s = %s; nothing to delete", *key)
+                return
+            try:
+                await self._call("DeleteDomainRecord", {"RecordId": record_id})
+            except AlidnsError as exc:
+                if exc.code != "DomainRecordNotBelongToUser":
+                    raise
+                log.info("alidns: RecordId %s was already gone", record_id)
+            del self._created[key]
+            log.info("alidns: deleted TXT %s = %s (RecordId %s)", key[0], value, record_id)
+
+    # -- zones, TTL, records --
+
+    def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def zones(self) -> list[Zone]:
+        """Every domain of the account (all ``DescribeDomains`` pages), cached."""
+        async with self._zones_lock:
+            if self._zones is None:
+                self._zones = await self._list_zones()
+            return list(self._zones)
+
+    async def _list_zones(self) -> list[Zone]:
+        zones: list[Zone] = []
+        page = 1
+        while True:
+            result = await self._call("DescribeDomains", {"PageNumber": str(page), "PageSize": "100"})
+            domains = _items(result, "Domains", "Domain")
+            zones.extend(zone_from_api(d) for d in domains)
+            total = int(result.get("TotalCount", 0))
+            if not domains or len(zones) >= total or page >= 1000:
+                return zones
+            page += 1
+
+    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
+        zones = await self.zones()
+        found = select_zone(fqdn, zones)
+        if found is None:
+            raise AlidnsError(
+                f"no Alidns domain contains {fqdn}: it is not in this Alibaba Cloud account "
+                f"(AccessKey {self.config.access_key_id}); {_zone_list([z.name for z in zones])}",
+                action="DescribeDomains",
+                code=None,
+            )
+        return found
+
+    async def _ttl_for(self, zone: Zone) -> int:
+        """The configured TTL, raised to the domain's ``MinTtl`` (looked up once per zone)."""
+        async with self._info_lock:
+            if zone.ascii not in self._min_ttls:
+                self._min_ttls[zone.ascii] = await self._min_ttl(zone)
+        minimum = self._min_ttls[zone.ascii]
+        if minimum is not None and minimum > self.config.ttl:
+            log.debug("alidns: TTL %d raised to the minimum %d of %s", self.config.ttl, minimum, zone.name)
+            return minimum
+        return self.config.ttl
+
+    async def _min_ttl(self, zone: Zone) -> int | None:
+        try:
+            info = await self._call("DescribeDomainInfo", {"DomainName": zone.name})
+        except AlidnsError as exc:
+            if exc.code != "Forbidden.RAM":
+                raise
+            log.info("alidns: no permission for DescribeDomainInfo; using TTL %d as configured", self.config.ttl)
+            return None
+        return int(info["MinTtl"]) if "MinTtl" in info else None
+
+    async def _add(self, zone: Zone, rr: str, value: str, ttl: int) -> str:
+        params = {"DomainName": zone.name, "RR": rr, "Type": "TXT", "Value": value, "TTL": str(ttl)}
+        for _ in range(2):
+            try:
+                result = await self._call("AddDomainRecord", params)
+                return str(result["RecordId"])
+            except AlidnsError as exc:
+                if exc.code == "DomainRecordDuplicate":
+                    record_id = await self._find(zone, rr, value)
+                    if record_id is None:
+                        raise AlidnsError(
+                            f"Alidns reported TXT {rr} in {zone.name} = {value} as a duplicate, "
+                            "but no identical record is listed; retry later",
+                            action="AddDomainRecord",
+                            code=exc.code,
+                        ) from None
+                    log.info("alidns: adopted the existing identical record %s", record_id)
+                    return record_id
+                minimum = _ttl_minimum(exc.server_message) if exc.code == "QuotaExceeded.TTL" else None
+                if minimum is None or minimum <= int(params["TTL"]):
+                    raise
+                log.info("alidns: TTL %s too low for %s; using %d", params["TTL"], zone.name, minimum)
+                params["TTL"] = str(minimum)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _find(self, zone: Zone, rr: str, value: str) -> str | None:
+        """The RecordId of TXT ``rr`` = ``value`` (server filters are fuzzy; match exactly here)."""
+        page = 1
+        while True:
+            result = await self._call(
+                "DescribeDomainRecords",
+                {
+                    "DomainName": zone.name,
+                    "RRKeyWord": rr,
+                    "TypeKeyWord": "TXT",
+                    "ValueKeyWord": value,
+                    "PageNumber": str(page),
+                    "PageSize": "500",
+                },
+            )
+            records = _items(result, "DomainRecords", "Record")
+            for record in records:
+                if (
+                    str(record.get("RR", "")).lower() == rr.lower()
+                    and str(record.get("Type", "")).upper() == "TXT"
+                    and str(record.get("Value", "")) in (value, f'"{value}"')
+                ):
+                    return str(record["RecordId"])
+            if not records or page * 500 >= int(result.get("TotalCount", 0)):
+                return None
+            page += 1
+
+    # -- the wire --
+
+    async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """Sign and send one API call; retry throttling, 5xx and transport errors."""
+        for attempt in range(1, self._max_attempts + 1):
+            request = self._build(action, params)
+            last = attempt == self._max_attempts
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                if last:
+                    raise AlidnsError(
+                        f"cannot reach Alidns at {self.config.endpoint} ({type(exc).__name__}: {exc}); "
+                        "check the network and ALIDNS_ENDPOINT",
+                        action=action,
+                    ) from None
+                log.debug("alidns: %s attempt %d: %s", action, attempt, type(exc).__name__)
+                await self._backoff(attempt)
+                continue
+            body = _json(response)
+            code = body.get("Code") if body is not None else None
+            if response.status_code < 400 and body is not None and not code:
+                return body
+            if (code in RETRYABLE_CODES or response.status_code >= 500) and not last:
+                log.debug("alidns: %s attempt %d: HTTP %d %s", action, attempt, response.status_code, code)
+                await self._backoff(attempt)
+                continue
+            raise self._error(action, params, response, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
+        """A freshly signed request: new nonce and UTC timestamp on every attempt."""
+        cfg = self.config
+        nonce = uuid.uuid4().hex
+        now = self._clock()
+        if cfg.signature_version == 1:
+            fields = signing.v1_common_params(action, cfg.access_key_id, nonce, now, cfg.security_token)
+            fields.update(params)
+            fields["Signature"] = signing.sign_v1("POST", fields, cfg.access_key_secret)
+            return self._http.build_request(
+                "POST",
+                self._url,
+                content=signing.canonical_query(fields).encode("ascii"),
+                headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+            )
+        headers = signing.sign_v3(
+            method="POST",
+            host=self._host,
+            action=action,
+            query=params,
+            access_key_id=cfg.access_key_id,
+            secret=cfg.access_key_secret,
+            nonce=nonce,
+            moment=now,
+            security_token=cfg.security_token,
+        )
+        headers["accept"] = "application/json"
+        query = signing.canonical_query(params)
+        return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _error(
+        self, action: str, params: Mapping[str, str], response: httpx.Response, body: dict[str, Any] | None
+    ) -> AlidnsError:
+        if body is None:
+            snippet = response.text[:200].strip()
+            return AlidnsError(
+                f"Alidns {action} failed: HTTP {response.status_code} with a non-JSON answer "
+                f"({snippet!r}); check ALIDNS_ENDPOINT",
+                action=action,
+                status=response.status_code,
+            )
+        code = str(body.get("Code") or f"HTTP{response.status_code}")
+        server_message = str(body.get("Message", ""))
+        zones = None
+        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and self._zones is not None:
+            zones = [z.name for z in self._zones]
+        message = describe_error(
+            action=action,
+            code=code,
+            server_message=server_message,
+            access_key_id=self.config.access_key_id,
+            offset=clock_offset(response.headers.get("date"), self._clock()),
+            zones=zones,
+            domain=params.get("DomainName"),
+        )
+        request_id = body.get("RequestId")
+        if request_id:
+            message += f" [RequestId {request_id}]"
+        return AlidnsError(
+            message,
+            action=action,
+            code=code,
+            status=response.status_code,
+            request_id=str(request_id) if request_id else None,
+            server_message=server_message,
+        )
+
+
+def _normalise(fqdn: str) -> str:
+    return fqdn.strip().lower().rstrip(".") + "."
+
+
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _items(result: Mapping[str, Any], outer: str, inner: str) -> list[dict[str, Any]]:
+    """``result[outer][inner]`` as a list of objects (tolerating absent or odd shapes)."""
+    container = result.get(outer)
+    items = container.get(inner) if isinstance(container, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+_TTL_RANGE = re.compile(r"range of (\d+) to (\d+)")
+
+
+def _ttl_minimum(message: str) -> int | None:
+    """The lower bound from ``QuotaExceeded.TTL``'s "range of 600 to 86400"."""
+    match = _TTL_RANGE.search(message)
+    return int(match.group(1)) if match else None
