@@ -603,12 +603,7 @@ def challtestsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChallTest
 
 
 def publisher(server: ChallTestSrv) -> Any:
-    def on_change(fqdn: str, values: list[str]) -> None:
-        server.call("/clear-txt", {"host": fqdn})
-        for value in values:
-            server.call("/set-txt", {"host": fqdn, "value": value})
-
-    return on_change
+    return server.set_txt_values
 
 
 async def served_txt(server: ChallTestSrv, fqdn: str) -> set[str]:

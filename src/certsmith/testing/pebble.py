@@ -145,6 +145,16 @@ class ChallTestSrv:
             data: bytes = response.read()
             return data
 
+    def set_txt_values(self, fqdn: str, values: list[str]) -> None:
+        """Serve exactly ``values`` as the TXT records of ``fqdn`` (absolute name).
+
+        Its signature fits the ``on_change`` hook of the cloud DNS emulators, so their
+        records become visible to Pebble.
+        """
+        self.call("/clear-txt", {"host": fqdn})
+        for value in values:
+            self.call("/set-txt", {"host": fqdn, "value": value})
+
     def start(self, log: Path) -> None:
         binary = shutil.which("pebble-challtestsrv")
         if binary is None:
