@@ -489,7 +489,7 @@ def dns_list(ctx: Context) -> None:
             for var in provider["env"]:
                 flag = "required" if var["required"] else f"default {var['default']}" if var["default"] else "optional"
                 also = f" (also {', '.join(var['aliases'])})" if var["aliases"] else ""
-                click.echo(f"    {var['name']:<34} {flag:<14} {var['description']}{also}")
+                click.echo(f"    {var['name']:<34} {flag:<22} {var['description']}{also}")
             if provider["example"]:
                 click.echo("  example:")
                 for line in provider["example"].splitlines():
