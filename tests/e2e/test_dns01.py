@@ -44,7 +44,7 @@ from certsmith.dns.zone import (
 )
 from certsmith.errors import ConfigError, DnsError, PropagationTimeout, ProviderConfigError
 from certsmith.testing.conformance import check_provider
-from certsmith.testing.pebble import ChallTestSrv, free_port
+from certsmith.testing.pebble import ChallTestSrv, free_port, stop_process
 
 HOOK = r'''#!{python} -S
 """Test DNS hook: present/cleanup FQDN VALUE against pebble-challtestsrv.
@@ -614,12 +614,7 @@ def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nameserver]:
             time.sleep(0.05)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def bind_resolver(server: Nameserver, authoritative: bool) -> Resolver:

@@ -300,3 +300,31 @@ def test_unknown_and_foreign_types_stay_generic_and_subproblems_are_shown() -> N
         )
     )
     assert "a.test: CAA forbids" in str(compound) and "b.test: NXDOMAIN" in str(compound)
+
+
+def test_resources_tolerate_unknown_fields_statuses_and_challenge_types() -> None:
+    from certsmith.acme.resources import Authorization, AuthorizationStatus, ChallengeStatus, Order, OrderStatus
+
+    authz = Authorization.from_json(
+        f"{BASE}/authz/1",
+        {
+            "identifier": {"type": "dns", "value": "x.test"},
+            "status": "quantum",
+            "futureField": {"nested": True},
+            "challenges": [
+                {"type": "dns-account-01", "url": f"{BASE}/c/0", "status": "pending", "token": "t0", "extra": 1},
+                {"type": "http-01", "url": f"{BASE}/c/1", "status": "superposed", "token": "t1"},
+                "not an object",
+                {"type": "broken-no-url"},
+            ],
+        },
+    )
+    assert authz.status == AuthorizationStatus.UNKNOWN
+    assert [c.type for c in authz.challenges] == ["dns-account-01", "http-01"]
+    http = authz.challenge("http-01")
+    assert http is not None and http.status == ChallengeStatus.UNKNOWN and http.token == "t1"
+    order = Order.from_json(
+        f"{BASE}/order/1",
+        {"status": "archived", "identifiers": [], "authorizations": [], "finalize": f"{BASE}/f", "new": 1},
+    )
+    assert order.status == OrderStatus.UNKNOWN

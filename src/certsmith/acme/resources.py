@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from certsmith.acme.errors import Problem, UnexpectedResponse
 from certsmith.crypto import Identifier
@@ -25,13 +25,24 @@ def _identifier(data: Any) -> Identifier:
     return Identifier(str(data.get("type", "dns")), data["value"])
 
 
+class _TolerantStatus(StrEnum):
+    """A status enum in which values a CA invents later become ``unknown``."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Self:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls("unknown")
+
+
 class AccountStatus(StrEnum):
     VALID = "valid"
     DEACTIVATED = "deactivated"
     REVOKED = "revoked"
 
 
-class OrderStatus(StrEnum):
+class OrderStatus(_TolerantStatus):
     PENDING = "pending"
     READY = "ready"
     PROCESSING = "processing"
@@ -39,15 +50,8 @@ class OrderStatus(StrEnum):
     INVALID = "invalid"
     UNKNOWN = "unknown"
 
-    @classmethod
-    def parse(cls, value: Any) -> OrderStatus:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
 
-
-class AuthorizationStatus(StrEnum):
+class AuthorizationStatus(_TolerantStatus):
     PENDING = "pending"
     VALID = "valid"
     INVALID = "invalid"
@@ -56,27 +60,13 @@ class AuthorizationStatus(StrEnum):
     REVOKED = "revoked"
     UNKNOWN = "unknown"
 
-    @classmethod
-    def parse(cls, value: Any) -> AuthorizationStatus:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
 
-
-class ChallengeStatus(StrEnum):
+class ChallengeStatus(_TolerantStatus):
     PENDING = "pending"
     PROCESSING = "processing"
     VALID = "valid"
     INVALID = "invalid"
     UNKNOWN = "unknown"
-
-    @classmethod
-    def parse(cls, value: Any) -> ChallengeStatus:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from certsmith.testing.pebble import LOOPBACK, free_port
+from certsmith.testing.pebble import LOOPBACK, free_port, stop_process
 
 UpdatePolicy = Literal["update-policy", "allow-update"]
 
@@ -347,11 +347,4 @@ class BindServer:
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)

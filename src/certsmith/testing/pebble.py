@@ -174,16 +174,17 @@ class ChallTestSrv:
         _wait_for_port(LOOPBACK, self.management_port, self.process, "pebble-challtestsrv", 15)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
         self.process = None
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """Terminate a server process we started, killing it if it does not exit in time."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=5)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -292,7 +293,7 @@ class PebbleServer:
         return roots
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
         self.process = None
         if self.challtestsrv is not None:
             self.challtestsrv.stop()
