@@ -152,8 +152,12 @@ def account() -> None:
 @click.option("--email", "-m", multiple=True, help="Contact address (repeatable).")
 @click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service.")
 @click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), default="ec256", show_default=True)
-@click.option("--eab-kid", help="External account binding key ID from the CA.")
-@click.option("--eab-hmac-key", help="External account binding HMAC key (base64url) from the CA.")
+@click.option("--eab-kid", envvar="CERTSMITH_EAB_KID", help="External account binding key ID from the CA.")
+@click.option(
+    "--eab-hmac-key",
+    envvar="CERTSMITH_EAB_HMAC_KEY",
+    help="External account binding HMAC key (base64url); prefer the variable, which ps cannot show.",
+)
 @pass_ctx
 def account_register(
     ctx: Context, email: tuple[str, ...], agree_tos: bool, key_type: str, eab_kid: str | None, eab_hmac_key: str | None

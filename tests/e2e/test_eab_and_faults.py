@@ -47,7 +47,12 @@ def test_eab_required_and_issuance_at_50_percent_nonce_rejection(strict_pebble: 
     )
     assert wrong.returncode == 1 and "error:" in wrong.stderr
 
-    cli.register("--eab-kid", EAB_KID, "--eab-hmac-key", EAB_KEY)
+    from tests.conftest import clean_env
+
+    cli.run(
+        "account", "register", "--email", "a@example.com", "--agree-tos",
+        env=clean_env(CERTSMITH_EAB_KID=EAB_KID, CERTSMITH_EAB_HMAC_KEY=EAB_KEY),
+    )
     assert json.loads(cli.run("--json", "account", "show").stdout)["status"] == "valid"
     names = ["nonce1.example.com", "nonce2.example.com", "nonce3.example.com"]
     cli.run("issue", *[a for n in names for a in ("-d", n)], *cli.http_args())
