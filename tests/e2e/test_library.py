@@ -44,3 +44,42 @@ def test_cli_start_up_imports_no_heavy_modules() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_many_certificates_at_once_from_one_manager(pebble: PebbleServer, tmp_path: Path) -> None:
+    import asyncio
+
+    from certsmith.manager import CertificateRequest, Manager
+    from certsmith.storage.files import FileStore
+
+    settings = ChallengeSettings(http_port=pebble.http_port)
+    requests = [
+        CertificateRequest(names=(f"many{n}.example.com", f"www.many{n}.example.com"), challenge=settings)
+        for n in range(6)
+    ]
+
+    async def run() -> list[object]:
+        async with Manager(FileStore(tmp_path / "state"), pebble.directory_url, ca_bundle=pebble.ca_bundle) as manager:
+            await manager.register(email=["many@example.com"], agree_tos=True)
+            results = await manager.issue_many(requests)
+            client = await manager.client()
+            assert client.request_count > 0
+            return list(results)
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, certsmith.IssueResult) for r in results), results
+    for n in range(6):
+        verify_chain(pebble, tmp_path / "state" / "certificates" / f"many{n}.example.com", tmp_path)
+
+
+def test_a_lineage_locked_by_another_process_is_refused(pebble: PebbleServer, tmp_path: Path) -> None:
+    from certsmith.storage.files import FileStore
+    from tests.conftest import Cli
+
+    cli = Cli(pebble, tmp_path / "state")
+    cli.register()
+    with FileStore(cli.state_dir).lock("locked.example.com"):
+        result = cli.run("issue", "-d", "locked.example.com", *cli.http_args(), check=False)
+    assert result.returncode == 1
+    assert "another certsmith process" in result.stderr, result.stderr
+    assert not (cli.state_dir / "certificates" / "locked.example.com").exists()
