@@ -363,3 +363,10 @@ def test_dns_list_shows_every_provider(cli: Cli) -> None:
     assert any(v["name"] == "EXEC_PATH" and v["required"] for v in by_name["exec"]["env"])
     human = cli.run("dns", "list").stdout
     assert "EXEC_PATH" in human and "RFC2136_NAMESERVER" in human
+
+
+def test_profile_is_refused_when_the_ca_advertises_none(registered_cli: Cli) -> None:
+    cli = registered_cli
+    result = cli.run("issue", "-d", "profile.example.com", "--profile", "shortlived", *cli.http_args(), check=False)
+    assert result.returncode == 1 and "advertises no profiles" in result.stderr, result.stderr
+    assert not (cli.state_dir / "certificates" / "profile.example.com").exists()
