@@ -370,3 +370,35 @@ def test_profile_is_refused_when_the_ca_advertises_none(registered_cli: Cli) -> 
     result = cli.run("issue", "-d", "profile.example.com", "--profile", "shortlived", *cli.http_args(), check=False)
     assert result.returncode == 1 and "advertises no profiles" in result.stderr, result.stderr
     assert not (cli.state_dir / "certificates" / "profile.example.com").exists()
+
+
+def test_ctrl_c_during_propagation_removes_the_records(registered_cli: Cli, tmp_path: Path) -> None:
+    """SIGINT while waiting for DNS: the records created are deleted and the exit status is 130."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import CERTSMITH
+
+    cli = registered_cli
+    log = tmp_path / "hook.log"
+    hook = write_challtestsrv_hook(tmp_path, "http://127.0.0.1:9", log, publish=False)  # records never appear
+    srv = cli.pebble.challtestsrv
+    assert srv is not None
+    process = subprocess.Popen(
+        [*CERTSMITH, *cli.global_args(), "issue", "-d", "ctrlc.example.com", "-d", "*.ctrlc.example.com",
+         "--dns", "exec", "--dns-resolver", srv.dns_address, "--propagation-timeout", "60"],
+        env=clean_env(EXEC_PATH=str(hook)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while len([c for c in hook_calls(log) if c[0] == "present"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    calls = hook_calls(log)
+    presented = sorted(c[1:] for c in calls if c[0] == "present")
+    cleaned = sorted(c[1:] for c in calls if c[0] == "cleanup")
+    assert len(presented) == 2 and presented == cleaned
+    assert not (cli.state_dir / "certificates" / "ctrlc.example.com").exists()
