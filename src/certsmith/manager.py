@@ -278,7 +278,8 @@ class Manager:
             return existing
         contact = [_mailto(e) for e in email]
         key = await asyncio.to_thread(generate_key, key_type)
-        async with AcmeClient(self.directory_url, key, ca_bundle=self.ca_bundle) as client:
+        client = AcmeClient(self.directory_url, key, ca_bundle=self.ca_bundle)
+        try:
             directory = await client.directory()
             if directory.external_account_required and not eab_kid:
                 raise ConfigError(
@@ -292,6 +293,9 @@ class Manager:
             account = await client.register(
                 contact=contact, agree_tos=agree_tos, eab_kid=eab_kid, eab_hmac_key=eab_hmac_key
             )
+        except BaseException:
+            await client.aclose()
+            raise
         stored = StoredAccount(
             directory_url=self.directory_url,
             url=account.url,
@@ -301,6 +305,11 @@ class Manager:
             created_at=_rfc3339(utc_now()),
         )
         self.store.save_account(stored)
+        async with self._client_lock:
+            if self._client is None:
+                self._client = client  # keep its directory, connection and nonces for what follows
+            else:
+                await client.aclose()
         self.event("account", f"registered account {account.url}")
         return stored
 
@@ -485,7 +494,7 @@ class Manager:
         try:
             await solver.present(job_list)
             await asyncio.gather(*(client.answer_challenge(url) for _, url, _ in jobs))
-            results = await asyncio.gather(*(client.poll_authorization(a.url, first_wait=0.1) for a, _, _ in jobs))
+            results = await asyncio.gather(*(client.poll_authorization(a.url, first_wait=0.02) for a, _, _ in jobs))
         finally:
             await solver.cleanup(job_list)
         failed = {a.name: a.error for a in results if a.status != AuthorizationStatus.VALID}

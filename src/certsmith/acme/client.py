@@ -107,8 +107,8 @@ def parse_links(headers: httpx.Headers, base_url: str) -> list[tuple[str, str]]:
 class PollPolicy:
     """How to poll: the first wait, its growth, and the cap applied to ``Retry-After`` too."""
 
-    initial: float = 0.25
-    factor: float = 1.6
+    initial: float = 0.05
+    factor: float = 2.0
     maximum: float = 5.0
     retry_after_cap: float = 60.0
 
@@ -175,6 +175,8 @@ class AcmeClient:
         self._directory: Directory | None = None
         self._directory_lock = asyncio.Lock()
         self._nonces: deque[str] = deque(maxlen=64)
+        self._nonce_arrived = asyncio.Event()
+        self._in_flight = 0
         self.max_nonce_retries = max_nonce_retries
         self.max_server_retries = max_server_retries
         self.poll = poll or PollPolicy()
@@ -197,6 +199,7 @@ class AcmeClient:
         self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         self.request_count += 1
+        self._in_flight += 1
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.HTTPError as exc:
@@ -213,6 +216,9 @@ class AcmeClient:
             if isinstance(exc, httpx.TimeoutException):
                 raise TransportError(f"{method} {url} timed out; the CA is slow or unreachable") from None
             raise TransportError(f"cannot reach the CA at {host}: {exc or type(exc).__name__}") from None
+        finally:
+            self._in_flight -= 1
+            self._nonce_arrived.set()
         nonce = response.headers.get("replay-nonce")
         if nonce and _NONCE.match(nonce):
             self._nonces.append(nonce)
@@ -235,6 +241,13 @@ class AcmeClient:
         return self._directory
 
     async def _nonce(self) -> str:
+        """A fresh nonce: from the pool, else from a response still in flight, else HEAD newNonce."""
+        while not self._nonces and self._in_flight:
+            self._nonce_arrived.clear()
+            try:
+                await asyncio.wait_for(self._nonce_arrived.wait(), timeout=2.0)
+            except TimeoutError:
+                break
         if self._nonces:
             return self._nonces.pop()
         directory = await self.directory()
