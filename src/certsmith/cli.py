@@ -322,7 +322,7 @@ def issue(
             deploy_hook=deploy_hook,
         )
         async with ctx.manager() as manager:
-            manager._identifiers(request)  # validate names before any network or disk activity
+            manager.identifiers_for(request)  # refuse bad names before any network or disk activity
             await manager.ensure_account(email=email, agree_tos=agree_tos)
             result = await manager.issue(request)
         return {"ok": result.deploy_error is None, **result.to_json()}

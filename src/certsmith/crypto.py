@@ -189,17 +189,6 @@ def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def cert_identifiers(cert: x509.Certificate) -> list[Identifier]:
-    """The SAN names of a certificate as identifiers."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    idents = [Identifier("dns", name) for name in san.get_values_for_type(x509.DNSName)]
-    idents += [Identifier("ip", str(ip)) for ip in san.get_values_for_type(x509.IPAddress)]
-    return idents
-
-
 def issuer_common_name(cert: x509.Certificate) -> str:
     """The issuer's CN, or the whole issuer DN when there is no CN."""
     names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -29,7 +29,6 @@ from certsmith.crypto import (
     DEFAULT_KEY_TYPE,
     KEY_TYPES,
     Identifier,
-    cert_identifiers,
     generate_key,
     issuer_common_name,
     key_type_of,
@@ -40,7 +39,7 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.errors import CertsmithError, ConfigError
-from certsmith.jose import PrivateKey
+from certsmith.jose import PrivateKey, key_authorization
 from certsmith.storage.base import LineageMeta, StoredAccount, validate_lineage_name
 from certsmith.storage.files import FileStore
 
@@ -368,7 +367,7 @@ class Manager:
 
     async def issue(self, request: CertificateRequest) -> IssueResult:
         """Obtain a certificate for ``request`` and store it as its lineage."""
-        identifiers = self._identifiers(request)
+        identifiers = self.identifiers_for(request)
         name = request.lineage or lineage_name_for([i.value for i in identifiers])
         validate_lineage_name(name)
         await self._solver(request.challenge)  # provider settings are checked before anything is written
@@ -389,7 +388,7 @@ class Manager:
             now = _rfc3339(utc_now())
             meta = LineageMeta(
                 name=name,
-                names=tuple(_display(i) for i in identifiers),
+                names=tuple(i.value for i in identifiers),
                 key_type=key_type_of(key) if key is not None else "csr",
                 directory_url=self.directory_url,
                 settings=request.settings_json(),
@@ -431,7 +430,8 @@ class Manager:
             out.append(result)
         return out
 
-    def _identifiers(self, request: CertificateRequest) -> list[Identifier]:
+    def identifiers_for(self, request: CertificateRequest) -> list[Identifier]:
+        """The validated identifiers of ``request``; raises ConfigError before anything is sent or written."""
         if request.csr_der is not None:
             _, identifiers = load_csr(request.csr_der)
             if request.names:
@@ -446,7 +446,7 @@ class Manager:
     async def _obtain(
         self, client: AcmeClient, identifiers: Sequence[Identifier], csr_der: bytes, request: CertificateRequest
     ) -> CertificateChain:
-        label = _display(identifiers[0]) + (f" (+{len(identifiers) - 1})" if len(identifiers) > 1 else "")
+        label = identifiers[0].value + (f" (+{len(identifiers) - 1})" if len(identifiers) > 1 else "")
         order = await client.new_order(identifiers, profile=request.profile)
         self.event("order", f"{label}: order created")
         if order.status == OrderStatus.PENDING:
@@ -484,7 +484,7 @@ class Manager:
                 identifier_type=authz.identifier.type,
                 identifier=authz.identifier.value,
                 token=challenge.token,
-                key_authorization=f"{challenge.token}.{_thumbprint(client)}",
+                key_authorization=key_authorization(challenge.token, client.account_key),
                 wildcard=authz.wildcard,
             )
             jobs.append((authz, challenge.url, job))
@@ -638,22 +638,8 @@ def describe_lineage(meta: LineageMeta, now: datetime.datetime) -> dict[str, Any
     }
 
 
-def lineage_identifiers(cert_pem: bytes) -> list[Identifier]:
-    return cert_identifiers(x509.load_pem_x509_certificate(cert_pem))
-
-
-def _display(identifier: Identifier) -> str:
-    return identifier.value
-
-
 def _mailto(email: str) -> str:
     address = email.strip().removeprefix("mailto:")
     if "@" not in address or "," in address or "?" in address or " " in address:
         raise ConfigError(f"{email!r} is not a single email address")
     return "mailto:" + address
-
-
-def _thumbprint(client: AcmeClient) -> str:
-    from certsmith.jose import jwk_thumbprint
-
-    return jwk_thumbprint(client.account_key)

@@ -280,7 +280,7 @@ def test_wrong_ca_bundle_fails_with_tls_error(cli: Cli, pebble: PebbleServer, tm
     )
     assert result.returncode == 1
     assert "cannot verify the TLS certificate" in result.stderr and "--ca-bundle" in result.stderr
-    assert not list(cli.state_dir.rglob("account.key")) if cli.state_dir.exists() else True
+    assert not list(cli.state_dir.rglob("account.key")), "nothing may be stored after a TLS failure"
 
 
 def test_no_account_gives_guidance(cli: Cli) -> None:

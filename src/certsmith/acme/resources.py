@@ -19,6 +19,11 @@ def _str(data: dict[str, Any], key: str, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
 def _identifier(data: Any) -> Identifier:
     if not isinstance(data, dict) or not isinstance(data.get("value"), str):
         raise UnexpectedResponse(f"the CA sent an identifier that is not an object with a value: {data!r}")
@@ -107,10 +112,10 @@ class Directory:
             new_order=data["newOrder"],
             revoke_cert=_str(data, "revokeCert"),
             key_change=_str(data, "keyChange"),
-            new_authz=data.get("newAuthz") if isinstance(data.get("newAuthz"), str) else None,
-            renewal_info=data.get("renewalInfo") if isinstance(data.get("renewalInfo"), str) else None,
-            terms_of_service=meta.get("termsOfService") if isinstance(meta.get("termsOfService"), str) else None,
-            website=meta.get("website") if isinstance(meta.get("website"), str) else None,
+            new_authz=_opt_str(data, "newAuthz"),
+            renewal_info=_opt_str(data, "renewalInfo"),
+            terms_of_service=_opt_str(meta, "termsOfService"),
+            website=_opt_str(meta, "website"),
             caa_identities=tuple(str(c) for c in caa) if isinstance(caa, list) else (),
             external_account_required=meta.get("externalAccountRequired") is True,
             profiles={str(k): str(v) for k, v in profiles.items()} if isinstance(profiles, dict) else {},
@@ -133,7 +138,7 @@ class Account:
             url=url,
             status=_str(data, "status", "valid"),
             contact=tuple(str(c) for c in contact) if isinstance(contact, list) else (),
-            orders=data.get("orders") if isinstance(data.get("orders"), str) else None,
+            orders=_opt_str(data, "orders"),
             raw=data,
         )
 
@@ -153,14 +158,13 @@ class Challenge:
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
             return None
         error = data.get("error")
-        token = data.get("token")
         return cls(
             type=_str(data, "type"),
             url=data["url"],
             status=ChallengeStatus.parse(data.get("status")),
-            token=token if isinstance(token, str) else None,
+            token=_opt_str(data, "token"),
             error=Problem.from_json(error) if error else None,
-            validated=data.get("validated") if isinstance(data.get("validated"), str) else None,
+            validated=_opt_str(data, "validated"),
         )
 
 
@@ -186,7 +190,7 @@ class Authorization:
             status=AuthorizationStatus.parse(data.get("status")),
             challenges=challenges,
             wildcard=data.get("wildcard") is True,
-            expires=data.get("expires") if isinstance(data.get("expires"), str) else None,
+            expires=_opt_str(data, "expires"),
         )
 
     @property
@@ -233,13 +237,13 @@ class Order:
             identifiers=tuple(_identifier(i) for i in data.get("identifiers") or ()),
             authorizations=tuple(a for a in authzs if isinstance(a, str)),
             finalize=data["finalize"],
-            certificate=data.get("certificate") if isinstance(data.get("certificate"), str) else None,
-            expires=data.get("expires") if isinstance(data.get("expires"), str) else None,
-            not_before=data.get("notBefore") if isinstance(data.get("notBefore"), str) else None,
-            not_after=data.get("notAfter") if isinstance(data.get("notAfter"), str) else None,
+            certificate=_opt_str(data, "certificate"),
+            expires=_opt_str(data, "expires"),
+            not_before=_opt_str(data, "notBefore"),
+            not_after=_opt_str(data, "notAfter"),
             error=Problem.from_json(error) if error else None,
-            profile=data.get("profile") if isinstance(data.get("profile"), str) else None,
-            replaces=data.get("replaces") if isinstance(data.get("replaces"), str) else None,
+            profile=_opt_str(data, "profile"),
+            replaces=_opt_str(data, "replaces"),
             raw=data,
         )
 
