@@ -9,10 +9,10 @@ setup:
 	@./scripts/bootstrap.sh
 
 demo: setup
-	$(PY) -m certsmith.testing.demo --state-dir demo-state
+	$(PY) scripts/demo.py --state-dir demo-state
 
 lint: setup
-	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff check src tests scripts $(wildcard bench)
 
 typecheck: setup
 	$(VENV)/bin/mypy src

@@ -25,11 +25,11 @@ import pytest
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.alidns import RAM_ACTIONS, AlidnsConfig, AlidnsError, AlidnsProvider
 from certsmith.errors import ProviderConfigError
-from certsmith.testing.alidns import AlidnsAccount, AlidnsDomain, AlidnsEmulator
 from certsmith.testing.conformance import check_provider
 from certsmith.testing.pebble import ChallTestSrv, free_port
 from tests.conftest import Cli, clean_env
 from tests.e2e.helpers import san_names, verify_chain
+from tests.support.alidns_emulator import AlidnsAccount, AlidnsDomain, AlidnsEmulator
 
 AK, SECRET = "LTAI5tMainKey", "main-Secret-Value-0123456789"
 TOKEN = "XKrxpRBosdIKFzxW_CT3KLZNf6q0HG9i01zxXp5CPBs"

@@ -30,7 +30,7 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import RpcRequest
 
 from certsmith.dns.alidns import AlidnsConfig, AlidnsProvider
-from certsmith.testing.alidns import AlidnsAccount, AlidnsEmulator
+from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 
 AK, SECRET = "LTAI5tSdkKey", "sdk-Secret-0123456789abcdef"
 STS_AK, STS_SECRET, STS_TOKEN = "STS.NSdkTemp", "sts-Secret-0123", "CAIS-sts-token-value"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from certsmith.testing.alidns import AlidnsAccount, AlidnsDomain, AlidnsEmulator
-from certsmith.testing.bind import BindServer
 from certsmith.testing.pebble import PebbleServer
 from tests.conftest import Cli, clean_env
 from tests.e2e.helpers import san_names, tree_snapshot, verify_chain
+from tests.support.alidns_emulator import AlidnsAccount, AlidnsDomain, AlidnsEmulator
+from tests.support.bind import BindServer
 
 AK, SECRET = "LTAI5tCliKey", "cli-Secret-Value-9876543210"
 NO_RAM_AK, NO_RAM_SECRET = "LTAI5tNoRam", "no-ram-Secret-0000"

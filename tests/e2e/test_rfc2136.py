@@ -19,9 +19,9 @@ import pytest
 from certsmith.dns.base import DnsProvider, load_provider
 from certsmith.dns.rfc2136 import Rfc2136Provider
 from certsmith.errors import DnsError
-from certsmith.testing.bind import BindError, BindServer
 from certsmith.testing.conformance import check_provider
 from certsmith.testing.pebble import LOOPBACK, free_port
+from tests.support.bind import BindError, BindServer
 
 VALUE = "v" * 43
 

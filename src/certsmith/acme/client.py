@@ -28,7 +28,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certsmith import __version__
+from certsmith._version import __version__
 from certsmith.acme.errors import (
     BadNonce,
     OrderFailed,

@@ -1,7 +1,7 @@
 """Request signing for the Alibaba Cloud RPC API (Alidns 2015-01-09).
 
 Two schemes exist and both are pure functions here, so the provider that signs and
-the emulator in :mod:`certsmith.testing.alidns` that verifies share one canonical
+the emulator in :mod:`tests.support.alidns_emulator` that verifies share one canonical
 form (the emulator recomputes every signature from what it received):
 
 * **V1** (``SignatureMethod=HMAC-SHA1``, ``SignatureVersion=1.0``): all parameters

@@ -1,5 +1,5 @@
-"""Test harnesses shipped with certsmith: a Pebble launcher and cloud DNS API emulators.
+"""certsmith's public test kit: a Pebble launcher and the DNS provider conformance check.
 
-They are part of the package so that users can test their own automation against
-the same real parts certsmith's own test suite uses.
+They let users test their own integrations (a DNS provider plugin, a deploy script)
+offline against the same real ACME server certsmith's own tests use.
 """

@@ -11,7 +11,7 @@ canonicalisation functions of :mod:`certsmith.dns.alidns_signing`.
 
 Typical use in a test::
 
-    from certsmith.testing.alidns import AlidnsAccount, AlidnsEmulator
+    from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 
     account = AlidnsAccount("LTAI-test", "secret", domains=["example.com"])
     with AlidnsEmulator([account]) as emulator:

@@ -9,7 +9,7 @@ an SOA query. Debian ships ``named`` in the ``bind9`` package.
 Use it in your own tests::
 
     from certsmith.dns.rfc2136 import Rfc2136Provider
-    from certsmith.testing.bind import BindServer
+    from tests.support.bind import BindServer
 
     with BindServer(zones=("example.test.",)) as bind:
         provider = Rfc2136Provider.from_env(bind.env())

@@ -502,6 +502,3 @@ def dns_list(ctx: Context) -> None:
 
     ctx.emit({"ok": True, "providers": providers}, human)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
