@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from certsmith.errors import CertsmithError
-from certsmith.manager import CertificateRequest, ChallengeSettings, Manager
+from certsmith.manager import Manager
+from certsmith.settings import CertificateRequest, ChallengeSettings
 from certsmith.storage.files import FileStore
 
 
@@ -30,7 +31,7 @@ async def issue_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         for group in args.cert
     ]
     async with Manager(FileStore(Path(args.state_dir)), args.directory, ca_bundle=args.ca_bundle) as manager:
-        await manager.ensure_account(email=[args.email], agree_tos=True)
+        await manager.accounts.ensure(manager.directory_url, email=[args.email], agree_tos=True)
         results = await manager.issue_many(requests)
     out: list[dict[str, Any]] = []
     for request, result in zip(requests, results, strict=True):

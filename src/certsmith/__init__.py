@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from certsmith.api import issue, renew
     from certsmith.crypto import Identifier, generate_key, make_csr
     from certsmith.errors import CertsmithError, ConfigError, DnsError
-    from certsmith.manager import CertificateRequest, ChallengeSettings, IssueResult, Manager
+    from certsmith.manager import IssueResult, Manager, RenewOutcome
+    from certsmith.settings import CertificateRequest, ChallengeSettings
+    from certsmith.storage.base import Store
     from certsmith.storage.files import FileStore
 
 _EXPORTS = {
@@ -32,10 +34,12 @@ _EXPORTS = {
     "CertsmithError": "certsmith.errors",
     "ConfigError": "certsmith.errors",
     "DnsError": "certsmith.errors",
-    "CertificateRequest": "certsmith.manager",
-    "ChallengeSettings": "certsmith.manager",
+    "CertificateRequest": "certsmith.settings",
+    "ChallengeSettings": "certsmith.settings",
     "IssueResult": "certsmith.manager",
     "Manager": "certsmith.manager",
+    "RenewOutcome": "certsmith.manager",
+    "Store": "certsmith.storage.base",
     "FileStore": "certsmith.storage.files",
 }
 
@@ -53,6 +57,8 @@ __all__ = [
     "Manager",
     "Problem",
     "ProblemError",
+    "RenewOutcome",
+    "Store",
     "generate_key",
     "issue",
     "make_csr",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from certsmith.manager import CertificateRequest, ChallengeSettings, IssueResult, Manager, resolve_directory
+from certsmith._constants import DEFAULT_KEY_TYPE
+from certsmith.manager import IssueResult, Manager, RenewOutcome
+from certsmith.settings import CertificateRequest, ChallengeSettings, resolve_directory
 from certsmith.storage.files import FileStore
 
 
@@ -26,15 +27,19 @@ def issue(
     email: Sequence[str] = (),
     agree_tos: bool = False,
     challenge: ChallengeSettings | None = None,
-    key_type: str = "ec256",
+    key_type: str = DEFAULT_KEY_TYPE,
     lineage: str | None = None,
     preferred_chain: str | None = None,
+    profile: str | None = None,
     deploy_hook: str | None = None,
     env: Mapping[str, str] | None = None,
+    force: bool = False,
 ) -> IssueResult:
     """Obtain a certificate for ``names`` and store it; registers an account when
     ``email``/``agree_tos`` are given and none exists. ``challenge`` defaults to
     http-01 on port 80; ``env`` supplies DNS provider variables (default: os.environ).
+    A valid, not yet due certificate for the same request is kept (``result.issued``
+    is false) unless ``force`` is true.
     """
     request = CertificateRequest(
         names=tuple(names),
@@ -42,13 +47,14 @@ def issue(
         challenge=challenge or ChallengeSettings(),
         key_type=key_type,
         preferred_chain=preferred_chain,
+        profile=profile,
         deploy_hook=deploy_hook,
     )
 
     async def run() -> IssueResult:
         async with _manager(state_dir, directory, ca_bundle, env) as manager:
-            await manager.ensure_account(email=email, agree_tos=agree_tos)
-            return await manager.issue(request)
+            await manager.accounts.ensure(manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos)
+            return await manager.issue(request, force=force)
 
     return asyncio.run(run())
 
@@ -61,11 +67,15 @@ def renew(
     directory: str | None = None,
     ca_bundle: str | Path | None = None,
     env: Mapping[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """Renew due lineages (or ``names``); one outcome dictionary per lineage."""
+) -> list[RenewOutcome]:
+    """Renew due lineages (or ``names``), each at the CA that issued it; one outcome per lineage.
 
-    async def run() -> list[dict[str, Any]]:
+    ``directory`` narrows the set to the lineages of that CA.
+    """
+
+    async def run() -> list[RenewOutcome]:
         async with _manager(state_dir, directory, ca_bundle, env) as manager:
-            return await manager.renew(names, force=force)
+            narrowed = manager.directory_url if directory else None
+            return await manager.renew(names, force=force, directory_url=narrowed)
 
     return asyncio.run(run())

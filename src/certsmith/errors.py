@@ -46,3 +46,17 @@ class StorageError(CertsmithError):
 
 class LockedError(StorageError):
     """Another process holds the lock of this certificate lineage."""
+
+
+class AccountError(ConfigError):
+    """The ACME account needed for a step is missing, unusable, or cannot be registered as asked.
+
+    ``directory_url`` names the CA; ``reason`` is one of ``missing``, ``not-valid``,
+    ``terms-not-agreed``, ``eab-required`` so that callers can give advice.
+    """
+
+    def __init__(self, message: str, *, directory_url: str, reason: str, terms_of_service: str | None = None) -> None:
+        super().__init__(message)
+        self.directory_url = directory_url
+        self.reason = reason
+        self.terms_of_service = terms_of_service

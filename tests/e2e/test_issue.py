@@ -214,7 +214,9 @@ def test_authorization_failure_reports_problem_and_cleans_dns(registered_cli: Cl
         assert not answer.answer, "the record must be removed after the failure"
         after = tree_snapshot(cli.state_dir)
         assert not [p for p in after if p.startswith("certificates/")], "no lineage may be written"
-        assert {k: v for k, v in before.items()} == {k: v for k, v in after.items() if not k.startswith("locks/")}
+        assert {k: v for k, v in before.items() if not k.startswith("locks/")} == {
+            k: v for k, v in after.items() if not k.startswith("locks/")
+        }
     finally:
         other.stop()
 

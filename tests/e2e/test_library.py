@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import certsmith
-from certsmith.manager import ChallengeSettings
+from certsmith.settings import ChallengeSettings
 from certsmith.testing.pebble import PebbleServer
 from tests.e2e.helpers import san_names, verify_chain
 
@@ -28,7 +28,8 @@ def test_issue_facade(pebble: PebbleServer, tmp_path: Path) -> None:
     outcomes = certsmith.renew(
         state_dir=tmp_path / "state", directory=pebble.directory_url, ca_bundle=pebble.ca_bundle
     )
-    assert outcomes == [{"name": "lib.example.com", "renewed": False, "reason": outcomes[0]["reason"]}]
+    assert [(o.name, o.renewed, o.error) for o in outcomes] == [("lib.example.com", False, None)]
+    assert outcomes[0].reason.startswith("not due")
 
 
 def test_public_api_is_explicit() -> None:
@@ -49,7 +50,8 @@ def test_cli_start_up_imports_no_heavy_modules() -> None:
 def test_many_certificates_at_once_from_one_manager(pebble: PebbleServer, tmp_path: Path) -> None:
     import asyncio
 
-    from certsmith.manager import CertificateRequest, Manager
+    from certsmith.manager import Manager
+    from certsmith.settings import CertificateRequest
     from certsmith.storage.files import FileStore
 
     settings = ChallengeSettings(http_port=pebble.http_port)
@@ -60,9 +62,9 @@ def test_many_certificates_at_once_from_one_manager(pebble: PebbleServer, tmp_pa
 
     async def run() -> list[object]:
         async with Manager(FileStore(tmp_path / "state"), pebble.directory_url, ca_bundle=pebble.ca_bundle) as manager:
-            await manager.register(email=["many@example.com"], agree_tos=True)
+            await manager.accounts.register(pebble.directory_url, email=["many@example.com"], agree_tos=True)
             results = await manager.issue_many(requests)
-            client = await manager.client()
+            client = await manager.accounts.client(pebble.directory_url)
             assert client.request_count > 0
             return list(results)
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
+
 if TYPE_CHECKING:
     from certsmith.manager import Manager
+    from certsmith.storage.files import FileStore
 
 T = TypeVar("T")
-
-KEY_TYPE_CHOICES = ["ec256", "ec384", "rsa2048", "rsa3072", "rsa4096"]
-REASON_CHOICES = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation"]
 
 
 @dataclass
@@ -40,20 +40,23 @@ class Context:
 
         return FileStore.default_root()
 
-    def manager(self) -> Manager:
-        from certsmith.manager import Manager, resolve_directory
+    def store(self) -> FileStore:
         from certsmith.storage.files import FileStore
 
-        if self.ca_bundle and not Path(self.ca_bundle).is_file():
-            from certsmith.errors import ConfigError
+        return FileStore(self.state_path())
 
+    def manager(self) -> Manager:
+        from certsmith.errors import ConfigError
+        from certsmith.manager import Manager
+        from certsmith.settings import resolve_directory
+
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
             raise ConfigError(f"--ca-bundle {self.ca_bundle} is not a readable file")
-        return Manager(
-            FileStore(self.state_path()),
-            resolve_directory(self.directory),
-            ca_bundle=self.ca_bundle,
-            on_event=self.progress,
-        )
+        try:
+            directory = resolve_directory(self.directory)
+        except ConfigError as exc:
+            raise ConfigError(f"--directory: {exc}") from None
+        return Manager(self.store(), directory, ca_bundle=self.ca_bundle, on_event=self.progress)
 
     def progress(self, kind: str, message: str) -> None:
         """Progress on stderr through rich (plain text when stderr is not a terminal)."""
@@ -88,7 +91,10 @@ def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(coro_factory())
     except CertsmithError as exc:
-        _fail(ctx, str(exc))
+        from certsmith.cli.advice import advice
+
+        hint = advice(exc)
+        _fail(ctx, f"{exc}; {hint}" if hint else str(exc))
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", status=130)
 
@@ -151,7 +157,7 @@ def account() -> None:
 @account.command("register")
 @click.option("--email", "-m", multiple=True, help="Contact address (repeatable).")
 @click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service.")
-@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), default="ec256", show_default=True)
+@click.option("--key-type", type=click.Choice(KEY_TYPES), default=DEFAULT_KEY_TYPE, show_default=True)
 @click.option("--eab-kid", envvar="CERTSMITH_EAB_KID", help="External account binding key ID from the CA.")
 @click.option(
     "--eab-hmac-key",
@@ -166,8 +172,9 @@ def account_register(
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            stored = await manager.register(
-                email=email, agree_tos=agree_tos, key_type=key_type, eab_kid=eab_kid, eab_hmac_key=eab_hmac_key
+            stored = await manager.accounts.register(
+                manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos, key_type=key_type,
+                eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
             )
             return {"ok": True, "directory": manager.directory_url, "url": stored.url, "contact": list(stored.contact)}
 
@@ -182,7 +189,7 @@ def account_show(ctx: Context) -> None:
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            return {"ok": True, **await manager.account_info()}
+            return {"ok": True, **await manager.accounts.info(manager.directory_url, manager.ca_bundle)}
 
     result = _run(ctx, run)
     ctx.emit(result, lambda: _print_fields(result, ["url", "status", "contact", "key_type", "directory", "created_at"]))
@@ -196,7 +203,7 @@ def account_update(ctx: Context, email: tuple[str, ...]) -> None:
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            stored = await manager.update_account(email=email)
+            stored = await manager.accounts.update(manager.directory_url, manager.ca_bundle, email=email)
             return {"ok": True, "url": stored.url, "contact": list(stored.contact)}
 
     result = _run(ctx, run)
@@ -204,14 +211,14 @@ def account_update(ctx: Context, email: tuple[str, ...]) -> None:
 
 
 @account.command("rollover")
-@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), help="Type of the new key (default: same).")
+@click.option("--key-type", type=click.Choice(KEY_TYPES), help="Type of the new key (default: same).")
 @pass_ctx
 def account_rollover(ctx: Context, key_type: str | None) -> None:
     """Replace the account key at the CA; the old key is archived."""
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            stored = await manager.rollover_account(key_type=key_type)
+            stored = await manager.accounts.rollover(manager.directory_url, manager.ca_bundle, key_type=key_type)
             return {"ok": True, "url": stored.url}
 
     result = _run(ctx, run)
@@ -228,7 +235,7 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            stored = await manager.deactivate_account()
+            stored = await manager.accounts.deactivate(manager.directory_url, manager.ca_bundle)
             return {"ok": True, "url": stored.url, "status": stored.status}
 
     result = _run(ctx, run)
@@ -241,14 +248,14 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @main.command()
 @click.option("-d", "--domain", "domains", multiple=True, metavar="NAME", help="Name to certify (repeatable).")
 @click.option("--name", "lineage", help="Lineage name (default: the first name, *. written as _.).")
-@click.option("--challenge", type=click.Choice(["http-01", "tls-alpn-01", "dns-01"]), default=None)
+@click.option("--challenge", type=click.Choice(CHALLENGE_TYPES), default=None)
 @click.option("--http-port", type=int, default=80, show_default=True, help="Port of the built-in http-01 server.")
 @click.option("--webroot", type=click.Path(file_okay=False), help="Serve http-01 from this web root instead.")
 @click.option("--tls-port", type=int, default=443, show_default=True, help="Port of the tls-alpn-01 responder.")
 @click.option("--dns", "dns_provider", metavar="PROVIDER", help="DNS provider for dns-01 (see: certsmith dns list).")
 @click.option("--dns-resolver", multiple=True, metavar="HOST:PORT", help="Check propagation at these servers only.")
 @click.option("--propagation-timeout", type=float, metavar="SECONDS", help="How long to wait for DNS propagation.")
-@click.option("--key-type", type=click.Choice(KEY_TYPE_CHOICES), default="ec256", show_default=True)
+@click.option("--key-type", type=click.Choice(KEY_TYPES), default=DEFAULT_KEY_TYPE, show_default=True)
 @click.option("--csr", type=click.Path(dir_okay=False), help="Use this CSR (PEM or DER) instead of a new key.")
 @click.option("--reuse-key", is_flag=True, help="Keep the lineage's private key on renewal.")
 @click.option("--preferred-chain", metavar="ISSUER_CN", help="Prefer the chain whose top issuer has this CN.")
@@ -256,6 +263,9 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--deploy-hook", metavar="CMD", help="Shell command run after the certificate is stored.")
 @click.option("--email", "-m", multiple=True, help="Register an account with this contact if none exists.")
 @click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service when registering.")
+@click.option("--eab-kid", envvar="CERTSMITH_EAB_KID", help="External account binding key ID, when registering.")
+@click.option("--eab-hmac-key", envvar="CERTSMITH_EAB_HMAC_KEY", help="External account binding HMAC key (base64url).")
+@click.option("--force", is_flag=True, help="Order a new certificate even when the stored one is valid and not due.")
 @pass_ctx
 def issue(
     ctx: Context,
@@ -276,8 +286,14 @@ def issue(
     deploy_hook: str | None,
     email: tuple[str, ...],
     agree_tos: bool,
+    eab_kid: str | None,
+    eab_hmac_key: str | None,
+    force: bool,
 ) -> None:
     """Obtain a certificate and store it as a lineage.
+
+    Running it again for a lineage whose certificate is valid and not due keeps that
+    certificate (exit 0) unless --force is given; other names replace it.
 
     \b
     Examples:
@@ -287,11 +303,13 @@ def issue(
 
     async def run() -> dict[str, Any]:
         from certsmith.errors import ConfigError
-        from certsmith.manager import CertificateRequest, ChallengeSettings
+        from certsmith.settings import CertificateRequest, ChallengeSettings
 
         if not domains and not csr:
             raise ConfigError("give at least one name with -d NAME (or a CSR with --csr FILE)")
         chosen = challenge or ("dns-01" if dns_provider else "http-01")
+        if chosen == "dns-01" and not dns_provider:
+            raise ConfigError("dns-01 needs a DNS provider: add --dns PROVIDER (see: certsmith dns list)")
         settings = ChallengeSettings(
             challenge=chosen,
             http_port=http_port,
@@ -323,15 +341,22 @@ def issue(
         )
         async with ctx.manager() as manager:
             manager.identifiers_for(request)  # refuse bad names before any network or disk activity
-            await manager.ensure_account(email=email, agree_tos=agree_tos)
-            result = await manager.issue(request)
+            await manager.accounts.ensure(
+                manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos,
+                eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
+            )
+            result = await manager.issue(request, force=force)
         return {"ok": result.deploy_error is None, **result.to_json()}
 
     result = _run(ctx, run)
-    ctx.emit(result, lambda: _print_issued(result))
+    ctx.emit(result, lambda: _print_issued(result) if result["issued"] else _print_kept(result))
     if result.get("deploy_error"):
         click.echo(click.style("error: ", fg="red", bold=True) + result["deploy_error"], err=True)
         raise SystemExit(1)
+
+
+def _print_kept(result: dict[str, Any]) -> None:
+    click.echo(f"{result['name']}: certificate kept, {result['reason']} (--force orders a new one)")
 
 
 def _print_issued(result: dict[str, Any]) -> None:
@@ -352,7 +377,9 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool) -> None:
 
     async def run() -> list[dict[str, Any]]:
         async with ctx.manager() as manager:
-            return await manager.renew(names, force=force)
+            narrowed = manager.directory_url if ctx.directory else None
+            outcomes = await manager.renew(_lineage_names(names), force=force, directory_url=narrowed)
+            return [outcome.to_json() for outcome in outcomes]
 
     outcomes = _run(ctx, run)
     failed = [o for o in outcomes if o.get("error")]
@@ -372,33 +399,42 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--reason", type=click.Choice(REASON_CHOICES), default="unspecified", show_default=True)
+@click.option("--reason", type=click.Choice(list(REVOCATION_REASONS)), default="unspecified", show_default=True)
 @pass_ctx
 def revoke(ctx: Context, name: str, reason: str) -> None:
     """Revoke the current certificate of lineage NAME."""
 
     async def run() -> dict[str, Any]:
         async with ctx.manager() as manager:
-            return {"ok": True, **await manager.revoke(name, reason=reason)}
+            return {"ok": True, **await manager.revoke(_lineage_names((name,))[0], reason=reason)}
 
     result = _run(ctx, run)
     ctx.emit(result, lambda: click.echo(f"{name}: certificate {result['serial']} revoked ({reason})"))
 
 
-def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    from certsmith.errors import ConfigError
-    from certsmith.manager import describe_lineage, utc_now
-    from certsmith.storage.files import FileStore
+def _lineage_names(names: tuple[str, ...]) -> list[str]:
+    """Lineage names as typed, normalised the way ``issue`` derives them (``MiXed.Example.com``)."""
+    normalised = [name.strip().rstrip(".").lower() for name in names]
+    return ["_." + name[2:] if name.startswith("*.") else name for name in normalised]
 
-    store = FileStore(ctx.state_path())
+
+def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    from certsmith._time import utc_now
+    from certsmith.errors import ConfigError, StorageError
+    from certsmith.policy import lineage_summary
+
+    store = ctx.store()
     now = utc_now()
     rows = []
-    for name in names or tuple(store.lineage_names()):
-        lineage = store.load_lineage(name)
-        if lineage is None:
-            raise ConfigError(f"no certificate named {name!r}; see: certsmith list")
-        row = describe_lineage(lineage.meta, now)
-        row["path"] = str(lineage.directory)
+    for name in _lineage_names(names) or store.lineage_names():
+        try:
+            meta = store.load_meta(name)
+            if meta is None:
+                raise ConfigError(f"no certificate named {name!r}; see: certsmith list")
+            row = lineage_summary(meta, store.load_state(name), now)
+        except (StorageError, ValueError) as exc:
+            row = {"name": name, "status": "damaged", "error": str(exc), "names": []}
+        row["path"] = store.location(name)
         rows.append(row)
     return rows
 
@@ -417,8 +453,11 @@ def list_(ctx: Context) -> None:
         if not rows:
             click.echo("no certificates")
         for row in rows:
+            if row["status"] == "damaged":
+                click.echo(f"{row['name']:<30} damaged: {row['error']}")
+                continue
             click.echo(
-                f"{row['name']:<30} {row['days_left']:>4} days left  {row['key_type']:<8} "
+                f"{row['name']:<30} {row['status']:<9} {row['days_left']:>4} days left  {row['key_type']:<8} "
                 f"{', '.join(row['names'])}  ({row['issuer']})"
             )
 
@@ -437,13 +476,19 @@ def show(ctx: Context, name: str) -> None:
     row = _run(ctx, run)
     ctx.emit(
         {"ok": True, **row},
-        lambda: _print_fields(row, ["name", "names", "not_after", "days_left", "issuer", "key_type", "serial", "path"]),
+        lambda: _print_fields(
+            row,
+            ["name", "names", "status", "not_after", "days_left", "renewal_at", "renewal_reason", "issuer",
+             "key_type", "profile", "serial", "directory", "path", "error"],
+        ),
     )
 
 
 def _print_fields(data: dict[str, Any], keys: list[str]) -> None:
     for key in keys:
         value = data.get(key)
+        if value is None:
+            continue
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         click.echo(f"{key.replace('_', ' ') + ':':<12} {value}")

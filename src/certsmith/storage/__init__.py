@@ -1,28 +1,29 @@
-"""Where certsmith keeps accounts and certificates, and the per-certificate lock.
+"""Where certsmith keeps accounts and certificates, and their locks.
 
-:class:`Store` is the contract the manager relies on; :class:`FileStore` is the
-directory-tree implementation (atomic writes, 0600 keys, 0700 directories).
+:class:`Store` is the contract the manager relies on (records and bytes, never
+paths); :class:`FileStore` is the directory-tree implementation (atomic writes, 0600
+keys, 0700 directories).
 """
 
 from __future__ import annotations
 
 from certsmith.storage.base import (
-    Lineage,
+    CertificateFiles,
     LineageMeta,
+    RenewalState,
     Store,
     StoredAccount,
-    utc_now,
     validate_lineage_name,
 )
 from certsmith.storage.files import FileStore, atomic_write
 
 __all__ = [
+    "CertificateFiles",
     "FileStore",
-    "Lineage",
     "LineageMeta",
+    "RenewalState",
     "Store",
     "StoredAccount",
     "atomic_write",
-    "utc_now",
     "validate_lineage_name",
 ]

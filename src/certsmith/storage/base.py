@@ -13,18 +13,16 @@ import re
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from certsmith.errors import ConfigError
 
 __all__ = [
-    "Lineage",
+    "CertificateFiles",
     "LineageMeta",
+    "RenewalState",
     "Store",
     "StoredAccount",
-    "utc_now",
     "validate_lineage_name",
 ]
 
@@ -45,16 +43,6 @@ def validate_lineage_name(name: str) -> str:
             "not starting with '.' (write a wildcard '*.example.com' as '_.example.com')"
         )
     return name
-
-
-def utc_now() -> str:
-    """The current time as an RFC 3339 UTC timestamp with second precision."""
-    return format_time(datetime.now(UTC))
-
-
-def format_time(moment: datetime) -> str:
-    """Format an aware ``datetime`` as RFC 3339 UTC, e.g. ``2025-01-31T12:00:00Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _get(data: Mapping[str, Any], key: str, kind: type, default: Any = ...) -> Any:
@@ -125,7 +113,8 @@ class LineageMeta:
     ``settings`` holds the challenge and renewal settings (challenge type, ports,
     webroot, DNS provider, resolvers, propagation timeout, preferred chain, profile,
     deploy hook, reuse_key, ...). Storage treats it as opaque JSON. Times are RFC 3339
-    UTC, ``serial`` is hex, ``version`` counts the certificates issued to the lineage.
+    UTC, ``serial`` is hex, ``version`` counts the certificates issued to the lineage,
+    ``cert_id`` is the certificate's ARI CertID (RFC 9773 §4.1), empty when it has none.
     """
 
     name: str
@@ -140,6 +129,7 @@ class LineageMeta:
     version: int
     created_at: str
     updated_at: str
+    cert_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to ``meta.json``."""
@@ -156,6 +146,7 @@ class LineageMeta:
             "version": self.version,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "cert_id": self.cert_id,
         }
 
     @classmethod
@@ -180,56 +171,68 @@ class LineageMeta:
             version=_get(data, "version", int),
             created_at=_get(data, "created_at", str, ""),
             updated_at=_get(data, "updated_at", str, ""),
+            cert_id=_get(data, "cert_id", str, ""),
         )
 
 
 @dataclass(frozen=True)
-class Lineage:
-    """One certificate name's current version and where its files are.
+class CertificateFiles:
+    """The bytes of one version of a lineage: what servers are pointed at.
 
-    The ``*_path`` properties are the stable paths to point servers at; they always
-    show the current version. :attr:`version_dir` holds exactly the version described
-    by :attr:`meta` and never changes, so read from there when the key and the
-    certificate must come from the same version even while a renewal runs.
+    ``key_pem`` is ``None`` for a certificate issued for the user's own CSR; it is
+    kept out of ``repr`` so that it never lands in a log or a traceback.
     """
 
-    meta: LineageMeta
-    directory: Path
+    cert_pem: bytes
+    chain_pem: bytes
+    fullchain_pem: bytes
+    key_pem: bytes | None = field(default=None, repr=False)
 
-    @property
-    def cert_path(self) -> Path:
-        return self.directory / "cert.pem"
 
-    @property
-    def chain_path(self) -> Path:
-        return self.directory / "chain.pem"
+@dataclass(frozen=True)
+class RenewalState:
+    """What certsmith learnt about one version of a lineage after issuing it.
 
-    @property
-    def fullchain_path(self) -> Path:
-        return self.directory / "fullchain.pem"
+    It changes between versions (ARI answers, a revocation), so it is kept apart
+    from the immutable :class:`LineageMeta` of the version it describes; a state
+    whose ``version`` is not the lineage's current one is stale and ignored.
+    Times are RFC 3339 UTC strings, empty when unknown.
+    """
 
-    @property
-    def key_path(self) -> Path:
-        return self.directory / "privkey.pem"
+    version: int
+    ari_window_start: str = ""
+    ari_window_end: str = ""
+    ari_renew_at: str = ""
+    ari_next_check: str = ""
+    ari_explanation: str = ""
+    ari_error: str = ""
+    revoked_at: str = ""
 
-    @property
-    def meta_path(self) -> Path:
-        return self.directory / "meta.json"
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
-    @property
-    def version_dir(self) -> Path:
-        """The immutable directory of the version described by :attr:`meta`."""
-        return self.directory / "archive" / str(self.meta.version)
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RenewalState:
+        """Build from :meth:`to_json` output; unknown fields are ignored, ``ValueError`` on bad types."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+        text = {name: _get(data, name, str, "") for name in cls.__dataclass_fields__ if name != "version"}
+        return cls(version=_get(data, "version", int), **text)
 
 
 @runtime_checkable
 class Store(Protocol):
-    """Where accounts and certificates live, plus the per-certificate lock.
+    """Where accounts, certificates and their locks live: records and bytes, never paths.
 
-    Implementations must make every save all-or-nothing: a reader sees the old
-    record or the new one, never a mix (in particular never a key that does not
-    match its certificate).
+    Implementations make every save all-or-nothing: a reader sees the old record or
+    the new one, never a mix (in particular never a key that does not match its
+    certificate). Loading raises :class:`~certsmith.errors.StorageError` for a record
+    that exists but is damaged, and returns ``None`` for one that does not exist.
     """
+
+    def location(self, name: str) -> str:
+        """Where a person or a hook finds lineage ``name`` (for files: its directory)."""
+        ...
 
     def load_account(self, directory_url: str) -> StoredAccount | None:
         """The account registered at ``directory_url``, or ``None`` if there is none."""
@@ -243,24 +246,40 @@ class Store(Protocol):
         """Keep a copy of the current account key before a key rollover replaces it."""
         ...
 
+    def account_lock(self, directory_url: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]:
+        """Hold the account of ``directory_url`` exclusively (registration, rollover, ...)."""
+        ...
+
     def lineage_names(self) -> list[str]:
         """The names of all stored certificates, sorted."""
         ...
 
-    def load_lineage(self, name: str) -> Lineage | None:
-        """The current version of certificate ``name``, or ``None``."""
+    def load_meta(self, name: str) -> LineageMeta | None:
+        """The metadata of the current version of certificate ``name``, or ``None``."""
         ...
 
-    def save_certificate(
-        self,
-        meta: LineageMeta,
-        *,
-        key_pem: bytes | None,
-        cert_pem: bytes,
-        chain_pem: bytes,
-        fullchain_pem: bytes,
-    ) -> Lineage:
-        """Store a new version of ``meta.name`` (version number assigned by the store)."""
+    def load_files(self, name: str, version: int) -> CertificateFiles | None:
+        """The files of version ``version`` of certificate ``name``, or ``None``."""
+        ...
+
+    def save_certificate(self, meta: LineageMeta, files: CertificateFiles) -> LineageMeta:
+        """Store a new current version of ``meta.name``; returns the meta as stored.
+
+        The store assigns ``version``, keeps the lineage's first ``created_at`` and
+        sets ``updated_at``.
+        """
+        ...
+
+    def load_state(self, name: str) -> RenewalState | None:
+        """The renewal state of the current version of ``name``, or ``None`` (none yet, or stale)."""
+        ...
+
+    def save_state(self, name: str, state: RenewalState) -> None:
+        """Replace the renewal state of ``name``."""
+        ...
+
+    def delete_lineage(self, name: str) -> None:
+        """Remove certificate ``name`` and every version of it; the caller holds its lock."""
         ...
 
     def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:

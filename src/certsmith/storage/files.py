@@ -11,7 +11,9 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
         current -> archive/<version>
         cert.pem -> current/cert.pem       (likewise chain.pem, fullchain.pem,
                                             privkey.pem and meta.json)
+        renewal.json            what was learnt since (ARI answers, revocation)
     locks/<name>.lock           flock(2) target; holds the holder's pid
+    locks/.account-<host[_port]>-<sha256(directory_url)[:16]>.lock    the account's lock
 
 Crash safety of a certificate save: each version is written completely into a
 staging directory (``certificates/<name>/.staging-<pid>-<random>``, every file via
@@ -22,7 +24,7 @@ the old one and renamed over it -- the single atomic commit point. The stable pa
 the complete old set or the complete new set, and the old set stays in
 ``archive/`` untouched. A reader that needs the key and the certificate of the
 same version even during a concurrent renewal reads from
-:attr:`~certsmith.storage.base.Lineage.version_dir`, which never changes. Staging
+``archive/<version>`` (what :meth:`FileStore.load_files` does), which never changes. Staging
 directories of processes that died are removed by the next save; an
 ``archive/<n>`` that never became current is skipped by the version numbering.
 
@@ -46,24 +48,28 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from certsmith._constants import CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE, LINEAGE_FILES
+from certsmith._time import format_time, utc_now
 from certsmith.errors import ConfigError, LockedError, StorageError
 from certsmith.storage.base import (
-    Lineage,
+    CertificateFiles,
     LineageMeta,
+    RenewalState,
     StoredAccount,
-    utc_now,
     validate_lineage_name,
 )
 
 __all__ = ["FileStore", "atomic_write"]
 
-_LINEAGE_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem", "meta.json")
+_META_FILE = "meta.json"
+_STATE_FILE = "renewal.json"
+_LINEAGE_FILES = (*LINEAGE_FILES, _META_FILE)
 _STAGING_PREFIX = ".staging-"
+_DELETED_PREFIX = ".deleted-"
 _LOCK_POLL = 0.05
 _WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
 
@@ -145,6 +151,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _account_label(directory_url: str) -> tuple[str, str]:
+    """A readable, path-safe label for the CA's host and a digest of the whole URL."""
+    parts = urlsplit(directory_url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
+            "e.g. https://acme-v02.api.letsencrypt.org/directory"
+        )
+    label = re.sub(r"[^a-z0-9.-]", "_", parts.hostname.lower())
+    if label.startswith("."):
+        label = "_" + label  # never '.' or '..' as a path component
+    if port is not None:
+        label += f"_{port}"
+    return label, hashlib.sha256(directory_url.encode()).hexdigest()[:16]
+
+
 class FileStore:
     """The on-disk :class:`~certsmith.storage.base.Store` (layout in the module docstring)."""
 
@@ -169,23 +195,13 @@ class FileStore:
 
     def account_dir(self, directory_url: str) -> Path:
         """``accounts/<host[_port]>/<first 16 hex of sha256(directory_url)>``."""
-        parts = urlsplit(directory_url)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
-                "e.g. https://acme-v02.api.letsencrypt.org/directory"
-            )
-        label = re.sub(r"[^a-z0-9.-]", "_", parts.hostname.lower())
-        if label.startswith("."):
-            label = "_" + label  # never '.' or '..' as a path component
-        if port is not None:
-            label += f"_{port}"
-        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
+        label, digest = _account_label(directory_url)
         return self.root / "accounts" / label / digest
+
+    def account_lock_path(self, directory_url: str) -> Path:
+        """``locks/.account-<host[_port]>-<digest>.lock`` (no lineage name starts with a dot)."""
+        label, digest = _account_label(directory_url)
+        return self.root / "locks" / f".account-{label}-{digest}.lock"
 
     def lineage_dir(self, name: str) -> Path:
         """``certificates/<name>``; raises :class:`ConfigError` for an unsafe name."""
@@ -194,6 +210,10 @@ class FileStore:
     def lock_path(self, name: str) -> Path:
         """``locks/<name>.lock``; raises :class:`ConfigError` for an unsafe name."""
         return self.root / "locks" / f"{validate_lineage_name(name)}.lock"
+
+    def location(self, name: str) -> str:
+        """The lineage's directory, where ``cert.pem``, ``fullchain.pem`` ... always show the current version."""
+        return str(self.lineage_dir(name))
 
     def _ensure_dir(self, path: Path) -> None:
         """Create ``path`` (0700 for it and every missing directory below the root)."""
@@ -279,13 +299,17 @@ class FileStore:
         key_pem = self._read(directory / "account.key", "account key")
         if key_pem is None:
             return
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
         target = directory / f"account.key.{stamp}"
         counter = 1
         while os.path.lexists(target):
             target = directory / f"account.key.{stamp}-{counter}"
             counter += 1
         atomic_write(target, key_pem, 0o600)
+
+    def account_lock(self, directory_url: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the account of ``directory_url`` across processes (see :meth:`alock`)."""
+        return self._alock(self.account_lock_path(directory_url), f"the account for {directory_url}", wait)
 
     # -- certificates ------------------------------------------------------------
 
@@ -311,10 +335,10 @@ class FileStore:
             ) from exc
         return names
 
-    def load_lineage(self, name: str) -> Lineage | None:
-        """The current version of certificate ``name``, or ``None`` if not stored."""
+    def load_meta(self, name: str) -> LineageMeta | None:
+        """The metadata of the current version of certificate ``name``, or ``None`` if not stored."""
         directory = self.lineage_dir(name)
-        meta_path = directory / "meta.json"
+        meta_path = directory / _META_FILE
         raw = self._read(meta_path, "certificate metadata")
         if raw is None:
             return None
@@ -324,26 +348,31 @@ class FileStore:
         )
         data = self._parse_json(meta_path, raw, "certificate metadata", remedy)
         try:
-            meta = LineageMeta.from_json(data)
+            return LineageMeta.from_json(data)
         except ValueError as exc:
             raise StorageError(f"certificate metadata {meta_path} is invalid: {exc}; {remedy}") from exc
-        return Lineage(meta=meta, directory=directory)
 
-    def save_certificate(
-        self,
-        meta: LineageMeta,
-        *,
-        key_pem: bytes | None,
-        cert_pem: bytes,
-        chain_pem: bytes,
-        fullchain_pem: bytes,
-    ) -> Lineage:
+    def load_files(self, name: str, version: int) -> CertificateFiles | None:
+        """The files of ``archive/<version>``, which never change once written."""
+        version_dir = self.lineage_dir(name) / "archive" / str(version)
+        cert = self._read(version_dir / CERT_FILE, "certificate")
+        if cert is None:
+            return None
+        chain = self._read(version_dir / CHAIN_FILE, "certificate chain")
+        fullchain = self._read(version_dir / FULLCHAIN_FILE, "certificate chain")
+        if chain is None or fullchain is None:
+            raise StorageError(f"{version_dir} is incomplete; remove {self.lineage_dir(name)} and issue it again")
+        return CertificateFiles(
+            cert_pem=cert, chain_pem=chain, fullchain_pem=fullchain, key_pem=self._read(version_dir / KEY_FILE, "key")
+        )
+
+    def save_certificate(self, meta: LineageMeta, files: CertificateFiles) -> LineageMeta:
         """Store a new version of certificate ``meta.name`` all-or-nothing.
 
         The store assigns ``version`` (one more than any existing version), keeps the
         lineage's first ``created_at`` and sets ``updated_at`` to now. The previous
-        version stays in ``archive/``. ``key_pem=None`` (a certificate for the user's own
-        CSR) stores no private key. See the module docstring for the crash safety.
+        version stays in ``archive/``. ``files.key_pem=None`` (a certificate for the
+        user's own CSR) stores no private key. See the module docstring for the crash safety.
         """
         directory = self.lineage_dir(meta.name)
         archive = directory / "archive"
@@ -351,12 +380,12 @@ class FileStore:
         self._remove_stale_staging(directory)
 
         try:
-            old = self.load_lineage(meta.name)
+            old = self.load_meta(meta.name)
         except StorageError:
             old = None  # a damaged current version must not prevent issuing a new one
-        version = max([old.meta.version if old else 0, *self._archived_versions(archive)]) + 1
-        now = utc_now()
-        created_at = (old.meta.created_at if old else "") or meta.created_at or now
+        version = max([old.version if old else 0, *self._archived_versions(archive)]) + 1
+        now = format_time(utc_now())
+        created_at = (old.created_at if old else "") or meta.created_at or now
         new_meta = replace(meta, version=version, created_at=created_at, updated_at=now)
 
         target = archive / str(version)
@@ -364,13 +393,13 @@ class FileStore:
         try:
             staging.mkdir(mode=0o700)
             os.chmod(staging, 0o700)
-            if key_pem is not None:
-                atomic_write(staging / "privkey.pem", key_pem, 0o600)
-            atomic_write(staging / "cert.pem", cert_pem, 0o644)
-            atomic_write(staging / "chain.pem", chain_pem, 0o644)
-            atomic_write(staging / "fullchain.pem", fullchain_pem, 0o644)
+            if files.key_pem is not None:
+                atomic_write(staging / KEY_FILE, files.key_pem, 0o600)
+            atomic_write(staging / CERT_FILE, files.cert_pem, 0o644)
+            atomic_write(staging / CHAIN_FILE, files.chain_pem, 0o644)
+            atomic_write(staging / FULLCHAIN_FILE, files.fullchain_pem, 0o644)
             meta_json = json.dumps(new_meta.to_json(), indent=2, sort_keys=True) + "\n"
-            atomic_write(staging / "meta.json", meta_json.encode(), 0o600)
+            atomic_write(staging / _META_FILE, meta_json.encode(), 0o600)
             if os.path.lexists(target):
                 raise StorageError(
                     f"{target} appeared while saving certificate {meta.name!r}; another process is "
@@ -391,7 +420,7 @@ class FileStore:
             for filename in _LINEAGE_FILES:
                 link = directory / filename
                 wanted = f"current/{filename}"
-                if filename == "privkey.pem" and key_pem is None:
+                if filename == KEY_FILE and files.key_pem is None:
                     with contextlib.suppress(FileNotFoundError):
                         link.unlink()
                     continue
@@ -403,7 +432,41 @@ class FileStore:
         finally:
             if not committed:
                 shutil.rmtree(target, ignore_errors=True)
-        return Lineage(meta=new_meta, directory=directory)
+        return new_meta
+
+    def load_state(self, name: str) -> RenewalState | None:
+        """``renewal.json`` when it describes the current version; a damaged one counts as none."""
+        path = self.lineage_dir(name) / _STATE_FILE
+        raw = self._read(path, "renewal state")
+        meta = self.load_meta(name)
+        if raw is None or meta is None:
+            return None
+        try:
+            state = RenewalState.from_json(json.loads(raw))
+        except ValueError:
+            return None  # only a cache of the CA's answers: asking again repairs it
+        return state if state.version == meta.version else None
+
+    def save_state(self, name: str, state: RenewalState) -> None:
+        directory = self.lineage_dir(name)
+        data = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write(directory / _STATE_FILE, data.encode(), 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot save the renewal state of {name!r}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    def delete_lineage(self, name: str) -> None:
+        """Move the lineage out of sight in one rename, then remove it (a crash leaves only a hidden leftover)."""
+        directory = self.lineage_dir(name)
+        if not directory.is_dir():
+            return
+        doomed = directory.parent / f"{_DELETED_PREFIX}{name}-{secrets.token_hex(6)}"
+        try:
+            os.rename(directory, doomed)
+            _fsync_dir(directory.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+        shutil.rmtree(doomed, ignore_errors=True)
 
     @staticmethod
     def _archived_versions(archive: Path) -> list[int]:
@@ -439,43 +502,46 @@ class FileStore:
         is never stale. The lock file is kept (deleting it would let two processes
         lock different inodes of the same name).
         """
-        fd = self._open_lock(name)
+        path, what = self.lock_path(name), f"certificate {name!r}"
+        fd = self._open_lock(path)
         try:
             deadline = time.monotonic() + max(wait, 0.0)
-            while not self._try_lock(fd, name):
+            while not _try_lock(fd, path):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise self._locked_error(fd, name)
+                    raise _locked_error(fd, path, what)
                 time.sleep(min(_LOCK_POLL, remaining))
-            self._mark_held(fd)
+            _mark_held(fd)
             try:
                 yield
             finally:
-                self._release(fd)
+                _release(fd)
         finally:
             os.close(fd)
+
+    def alock(self, name: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """:meth:`lock` for ``async with``: waits with ``asyncio.sleep``, never blocks."""
+        return self._alock(self.lock_path(name), f"certificate {name!r}", wait)
 
     @contextlib.asynccontextmanager
-    async def alock(self, name: str, *, wait: float = 0.0) -> AsyncIterator[None]:
-        """:meth:`lock` for ``async with``: waits with ``asyncio.sleep``, never blocks."""
-        fd = self._open_lock(name)
+    async def _alock(self, path: Path, what: str, wait: float) -> AsyncIterator[None]:
+        fd = self._open_lock(path)
         try:
             deadline = time.monotonic() + max(wait, 0.0)
-            while not self._try_lock(fd, name):
+            while not _try_lock(fd, path):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise self._locked_error(fd, name)
+                    raise _locked_error(fd, path, what)
                 await asyncio.sleep(min(_LOCK_POLL, remaining))
-            self._mark_held(fd)
+            _mark_held(fd)
             try:
                 yield
             finally:
-                self._release(fd)
+                _release(fd)
         finally:
             os.close(fd)
 
-    def _open_lock(self, name: str) -> int:
-        path = self.lock_path(name)
+    def _open_lock(self, path: Path) -> int:
         self._ensure_dir(path.parent)
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -485,39 +551,41 @@ class FileStore:
                 "or run certsmith as the user that owns it"
             ) from exc
 
-    def _try_lock(self, fd: int, name: str) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            raise StorageError(
-                f"cannot lock {self.lock_path(name)}: {_strerror(exc)}; "
-                "the state directory must be on a local file system that supports flock(2)"
-            ) from exc
-        return True
 
-    @staticmethod
-    def _mark_held(fd: int) -> None:
-        """Record our pid in the lock file so a waiting process can name us."""
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+def _try_lock(fd: int, path: Path) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        raise StorageError(
+            f"cannot lock {path}: {_strerror(exc)}; "
+            "the state directory must be on a local file system that supports flock(2)"
+        ) from exc
+    return True
 
-    @staticmethod
-    def _release(fd: int) -> None:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _locked_error(self, fd: int, name: str) -> LockedError:
-        try:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            text = ""
-        holder = f"pid {text}" if text.isdigit() else "pid unknown"
-        return LockedError(
-            f"certificate {name!r} is being issued or renewed by another certsmith process ({holder}); "
-            f"wait for it to finish, or retry with a longer lock wait (lock file: {self.lock_path(name)})"
-        )
+def _mark_held(fd: int) -> None:
+    """Record our pid in the lock file so a waiting process can name us."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _release(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _locked_error(fd: int, path: Path, what: str) -> LockedError:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    holder = f"pid {text}" if text.isdigit() else "pid unknown"
+    return LockedError(
+        f"{what} is in use by another certsmith process ({holder}); "
+        f"wait for it to finish, or retry with a longer lock wait (lock file: {path})"
+    )

@@ -1,0 +1,142 @@
+"""What a user asks for: the certificate request and how its names are proven.
+
+These records are stored with each lineage (without secrets) so that a renewal
+repeats exactly what the first issuance did, against the CA that issued it.
+Messages here speak in parameter names; the CLI translates them into flags.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from certsmith._constants import CHALLENGE_TYPES, DEFAULT_DIRECTORY, DEFAULT_KEY_TYPE, DIRECTORIES, KEY_TYPES
+from certsmith.crypto import Identifier
+from certsmith.errors import ConfigError
+from certsmith.storage.base import LineageMeta
+
+
+def resolve_directory(value: str | None) -> str:
+    """A directory URL from a URL or one of the :data:`~certsmith._constants.DIRECTORIES` names."""
+    if not value:
+        return DEFAULT_DIRECTORY
+    if value in DIRECTORIES:
+        return DIRECTORIES[value]
+    if value.startswith("https://"):
+        return value
+    raise ConfigError(f"the ACME directory must be an https:// URL or one of: {', '.join(DIRECTORIES)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ChallengeSettings:
+    """How to prove control of the names; stored with the lineage so renewal repeats it."""
+
+    challenge: str = "http-01"
+    http_port: int = 80
+    http_host: str = ""
+    webroot: str | None = None
+    tls_port: int = 443
+    tls_host: str = ""
+    dns_provider: str | None = None
+    dns_resolvers: tuple[str, ...] = ()
+    propagation_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.challenge not in CHALLENGE_TYPES:
+            raise ConfigError(f"challenge must be one of {', '.join(CHALLENGE_TYPES)}, not {self.challenge!r}")
+        if self.challenge == "dns-01" and not self.dns_provider:
+            raise ConfigError("dns-01 needs a DNS provider (dns_provider); see: certsmith dns list")
+        for port in (self.http_port, self.tls_port):
+            if not 0 < port < 65536:
+                raise ConfigError(f"port {port} is not between 1 and 65535")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dns_resolvers"] = list(self.dns_resolvers)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChallengeSettings:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "dns_resolvers" in known:
+            known["dns_resolvers"] = tuple(known["dns_resolvers"])
+        return cls(**known)
+
+    def check_identifiers(self, identifiers: Sequence[Identifier]) -> None:
+        """Refuse combinations the CA would reject, before anything is ordered."""
+        for ident in identifiers:
+            if ident.wildcard and self.challenge != "dns-01":
+                raise ConfigError(f"{ident.value} is a wildcard: wildcards can only be validated with dns-01")
+            if ident.type == "ip" and self.challenge == "dns-01":
+                raise ConfigError(f"{ident.value} is an IP address: use http-01 or tls-alpn-01, not dns-01")
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """Everything needed to obtain (and later renew) one certificate lineage.
+
+    ``directory_url``/``ca_bundle`` name the CA; ``None`` means the manager's default
+    CA for a new lineage. ``env`` names non-secret provider variables to remember for
+    renewal (e.g. ``EXEC_PATH``).
+    """
+
+    names: tuple[str, ...]
+    lineage: str | None = None
+    challenge: ChallengeSettings = field(default_factory=ChallengeSettings)
+    key_type: str = DEFAULT_KEY_TYPE
+    csr_der: bytes | None = None
+    reuse_key: bool = False
+    preferred_chain: str | None = None
+    profile: str | None = None
+    deploy_hook: str | None = None
+    directory_url: str | None = None
+    ca_bundle: str | None = None
+
+    def settings_json(self) -> dict[str, Any]:
+        """The lineage's stored settings: everything but the names and the key type."""
+        data: dict[str, Any] = {"challenge": self.challenge.to_json(), "reuse_key": self.reuse_key}
+        for name in ("preferred_chain", "profile", "deploy_hook", "ca_bundle"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        if self.csr_der is not None:
+            data["csr"] = base64.b64encode(self.csr_der).decode()
+        return data
+
+    @classmethod
+    def from_lineage(cls, meta: LineageMeta) -> CertificateRequest:
+        """The request that renews ``meta``'s lineage at the CA that issued it."""
+        settings = meta.settings
+        csr = settings.get("csr")
+        try:
+            return cls(
+                names=meta.names,
+                lineage=meta.name,
+                challenge=ChallengeSettings.from_json(settings.get("challenge") or {}),
+                key_type=meta.key_type if meta.key_type in KEY_TYPES else DEFAULT_KEY_TYPE,
+                csr_der=base64.b64decode(csr, validate=True) if csr else None,
+                reuse_key=bool(settings.get("reuse_key")),
+                preferred_chain=_optional_str(settings, "preferred_chain"),
+                profile=_optional_str(settings, "profile"),
+                deploy_hook=_optional_str(settings, "deploy_hook"),
+                directory_url=meta.directory_url,
+                ca_bundle=_optional_str(settings, "ca_bundle"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"the stored settings of {meta.name!r} are damaged ({exc}); issue it again") from None
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value or None
+
+
+def lineage_name_for(names: Sequence[str]) -> str:
+    """The default lineage name: the first name, ``*.`` written as ``_.``, ``:`` of IPv6 as ``-``."""
+    first = names[0]
+    if first.startswith("*."):
+        return "_." + first[2:]
+    return first.replace(":", "-")

@@ -1,0 +1,67 @@
+"""One challenge solver per distinct setting, shared by every order that uses it.
+
+Issuing many certificates with the same settings then runs one http-01 server, one
+tls-alpn-01 responder and one DNS provider session, and dns-01 orders running at the
+same time share one propagation wait per order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from certsmith.challenges.base import ChallengeSolver
+from certsmith.settings import ChallengeSettings
+
+
+def _key(settings: ChallengeSettings) -> tuple[Any, ...]:
+    if settings.challenge == "http-01":
+        return ("http-01", settings.http_port, settings.http_host, settings.webroot)
+    if settings.challenge == "tls-alpn-01":
+        return ("tls-alpn-01", settings.tls_port, settings.tls_host)
+    return ("dns-01", settings.dns_provider, settings.dns_resolvers, settings.propagation_timeout)
+
+
+def make_solver(settings: ChallengeSettings, env: Mapping[str, str]) -> ChallengeSolver:
+    """A new solver for ``settings``; DNS provider variables come from ``env``."""
+    if settings.challenge == "http-01":
+        from certsmith.challenges.http01 import Http01Solver
+
+        webroot = Path(settings.webroot) if settings.webroot else None
+        return Http01Solver(port=settings.http_port, host=settings.http_host, webroot=webroot)
+    if settings.challenge == "tls-alpn-01":
+        from certsmith.challenges.tlsalpn01 import TlsAlpn01Solver
+
+        return TlsAlpn01Solver(port=settings.tls_port, host=settings.tls_host)
+    from certsmith.challenges.dns01 import Dns01Solver
+    from certsmith.dns.base import load_provider
+    from certsmith.dns.zone import Resolver
+
+    assert settings.dns_provider is not None
+    provider = load_provider(settings.dns_provider, env)
+    resolver = Resolver.from_cli(settings.dns_resolvers)
+    return Dns01Solver(provider, resolver, propagation_timeout=settings.propagation_timeout)
+
+
+class SolverPool:
+    """Solvers by setting, created on first use and closed together."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self._solvers: dict[tuple[Any, ...], ChallengeSolver] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, settings: ChallengeSettings) -> ChallengeSolver:
+        async with self._lock:
+            key = _key(settings)
+            solver = self._solvers.get(key)
+            if solver is None:
+                solver = make_solver(settings, self.env)
+                self._solvers[key] = solver
+            return solver
+
+    async def aclose(self) -> None:
+        solvers, self._solvers = list(self._solvers.values()), {}
+        await asyncio.gather(*(solver.aclose() for solver in solvers), return_exceptions=True)
