@@ -28,9 +28,10 @@ from cryptography.x509.oid import NameOID
 
 from certsmith.errors import ConfigError, LockedError, StorageError
 from certsmith.storage import (
+    CertificateFiles,
     FileStore,
-    Lineage,
     LineageMeta,
+    RenewalState,
     Store,
     StoredAccount,
     atomic_write,
@@ -97,14 +98,51 @@ def meta_for(pair: Pair, name: str = "example.com", **changes: Any) -> LineageMe
     return LineageMeta(**values)
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """A lineage's current meta and the stable file paths a server is pointed at."""
+
+    meta: LineageMeta
+    directory: Path
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "cert.pem"
+
+    @property
+    def chain_path(self) -> Path:
+        return self.directory / "chain.pem"
+
+    @property
+    def fullchain_path(self) -> Path:
+        return self.directory / "fullchain.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / "privkey.pem"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "meta.json"
+
+    @property
+    def version_dir(self) -> Path:
+        return self.directory / "archive" / str(self.meta.version)
+
+
+def load(store: FileStore, name: str) -> Lineage | None:
+    meta = store.load_meta(name)
+    return None if meta is None else Lineage(meta, store.lineage_dir(name))
+
+
+def files_of(pair: Pair) -> CertificateFiles:
+    chain = b"CHAIN " + pair.serial.encode()
+    return CertificateFiles(pair.cert_pem, chain, pair.cert_pem + chain, pair.key_pem)
+
+
 def save(store: FileStore, pair: Pair, name: str = "example.com", **changes: Any) -> Lineage:
-    return store.save_certificate(
-        meta_for(pair, name, **changes),
-        key_pem=pair.key_pem,
-        cert_pem=pair.cert_pem,
-        chain_pem=b"CHAIN " + pair.serial.encode(),
-        fullchain_pem=pair.cert_pem + b"CHAIN " + pair.serial.encode(),
-    )
+    meta = store.save_certificate(meta_for(pair, name, **changes), files_of(pair))
+    return Lineage(meta, store.lineage_dir(name))
 
 
 def key_matches_cert(key_pem: bytes, cert_pem: bytes) -> bool:
@@ -148,7 +186,7 @@ def test_invalid_lineage_names(store: FileStore, pairs: tuple[Pair, Pair], name:
     with pytest.raises(ConfigError):
         validate_lineage_name(name)
     with pytest.raises(ConfigError):
-        store.load_lineage(name)
+        load(store, name)
     with pytest.raises(ConfigError), store.lock(name):
         pass
     with pytest.raises(ConfigError):
@@ -431,7 +469,7 @@ def test_save_twice_archives_first_version(store: FileStore, pairs: tuple[Pair, 
     assert second.meta.version == 2
     assert second.meta.created_at == "2020-01-01T00:00:00Z"  # the lineage's birth is kept
 
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded == second
     assert loaded.meta.serial == two.serial
     # Current (stable paths) is version 2, and its key matches its certificate.
@@ -472,7 +510,7 @@ def test_meta_round_trip_and_unknown_fields(store: FileStore, pairs: tuple[Pair,
     data["from_the_future"] = {"x": 1}
     data["settings"]["dns_provider"] = "cloudflare"
     lineage.meta_path.write_text(json.dumps(data))
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded is not None
     assert loaded.meta.settings["dns_provider"] == "cloudflare"
     assert loaded.meta.names == ("example.com", "www.example.com")
@@ -511,7 +549,7 @@ def test_corrupt_meta_is_a_storage_error(
     lineage = save(store, pairs[0])
     lineage.meta_path.write_bytes(content)
     with pytest.raises(StorageError, match=match) as info:
-        store.load_lineage("example.com")
+        load(store, "example.com")
     assert "meta.json" in str(info.value) and "issue the certificate again" in str(info.value)
 
 
@@ -519,7 +557,7 @@ def test_corrupt_meta_does_not_block_a_new_version(store: FileStore, pairs: tupl
     lineage = save(store, pairs[0])
     lineage.meta_path.write_bytes(b"{broken")
     assert save(store, pairs[1]).meta.version == 2
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded is not None and loaded.meta.serial == pairs[1].serial
 
 
@@ -531,7 +569,7 @@ def test_unreadable_meta(store: FileStore, pairs: tuple[Pair, Pair], monkeypatch
 
     monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(StorageError, match=r"Permission denied.*run certsmith as the user"):
-        store.load_lineage("example.com")
+        load(store, "example.com")
 
 
 def test_lineage_names(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
@@ -542,8 +580,8 @@ def test_lineage_names(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
     (store.root / "certificates" / ".staging-1-x").mkdir()
     (store.root / "certificates" / "stray-file").write_text("x")
     assert store.lineage_names() == ["_.example.com", "a.example.com", "b.example.com"]
-    assert store.load_lineage("no-meta") is None
-    assert store.load_lineage("missing") is None
+    assert load(store, "no-meta") is None
+    assert load(store, "missing") is None
 
 
 def test_failed_write_mid_save_keeps_old_set(
@@ -566,7 +604,7 @@ def test_failed_write_mid_save_keeps_old_set(
     monkeypatch.undo()
 
     assert {name: (directory / name).read_bytes() for name in files_mod._LINEAGE_FILES} == before
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded is not None and loaded.meta.version == 1
     assert key_matches_cert(loaded.key_path.read_bytes(), loaded.cert_path.read_bytes())
     assert sorted(os.listdir(directory / "archive")) == ["1"]
@@ -590,7 +628,7 @@ def test_failed_commit_keeps_old_set(
     with pytest.raises(StorageError):
         save(store, two)
     monkeypatch.undo()
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded is not None and loaded.meta.version == 1
     assert loaded.key_path.read_bytes() == one.key_pem and loaded.cert_path.read_bytes() == one.cert_pem
     assert sorted(os.listdir(loaded.directory / "archive")) == ["1"]
@@ -610,7 +648,7 @@ def test_failed_first_save_leaves_no_lineage(
     with pytest.raises(StorageError):
         save(store, pairs[0])
     monkeypatch.undo()
-    assert store.load_lineage("example.com") is None
+    assert load(store, "example.com") is None
     assert store.lineage_names() == []
 
 
@@ -628,7 +666,7 @@ def test_stale_staging_of_dead_process_is_removed(store: FileStore, pairs: tuple
     save(store, pairs[1])
     assert not dead.exists()
     assert alive.exists()
-    loaded = store.load_lineage("example.com")
+    loaded = load(store, "example.com")
     assert loaded is not None and loaded.meta.version == 3
     assert loaded.version_dir.joinpath("cert.pem").read_bytes() == pairs[1].cert_pem
 
@@ -637,7 +675,7 @@ CRASH_CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from certsmith.storage import FileStore, LineageMeta
+    from certsmith.storage import CertificateFiles, FileStore, LineageMeta
 
     store = FileStore(Path(sys.argv[1]))
     pairs = json.loads(Path(sys.argv[2]).read_text())
@@ -646,13 +684,13 @@ CRASH_CHILD = textwrap.dedent(
     while True:
         pair = pairs[i % 2]
         m = LineageMeta.from_json({**meta, "serial": pair["serial"]})
-        store.save_certificate(
-            m,
-            key_pem=pair["key"].encode(),
+        files = CertificateFiles(
             cert_pem=pair["cert"].encode(),
             chain_pem=pair["serial"].encode(),
             fullchain_pem=(pair["cert"] + pair["serial"]).encode(),
+            key_pem=pair["key"].encode(),
         )
+        store.save_certificate(m, files)
         if i == 0:
             print("saved", flush=True)
         i += 1
@@ -688,7 +726,7 @@ def test_killed_mid_save_never_leaves_a_mixed_set(store: FileStore, pairs: tuple
             assert child.stdout is not None and child.stdout.readline() == "saved\n"
             deadline = time.monotonic() + rng.uniform(0.05, 0.25)
             while time.monotonic() < deadline:  # concurrent readers see whole versions
-                lineage = store.load_lineage("example.com")
+                lineage = load(store, "example.com")
                 assert lineage is not None
                 check_consistent(lineage, lineage.version_dir)
             os.kill(child.pid, signal.SIGKILL)
@@ -697,13 +735,13 @@ def test_killed_mid_save_never_leaves_a_mixed_set(store: FileStore, pairs: tuple
             child.wait()
             if child.stdout is not None:
                 child.stdout.close()
-        lineage = store.load_lineage("example.com")
+        lineage = load(store, "example.com")
         assert lineage is not None
         check_consistent(lineage, lineage.directory)  # the stable paths, after the crash
         assert key_matches_cert(lineage.key_path.read_bytes(), lineage.cert_path.read_bytes())
     # A later save cleans up what the killed processes left behind.
     final = save(store, pairs[0])
-    assert store.load_lineage("example.com") == final
+    assert load(store, "example.com") == final
     assert leftovers(store.root) == []
 
 
@@ -810,3 +848,86 @@ def test_alock_waits_without_blocking_the_loop(store: FileStore) -> None:
         await releaser
 
     asyncio.run(main())
+
+
+# -- records and bytes: what the Store protocol gives the manager ---------------------
+
+
+def test_load_files_reads_one_immutable_version(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    one = save(store, pairs[0])
+    two = save(store, pairs[1])
+    first = store.load_files("example.com", one.meta.version)
+    second = store.load_files("example.com", two.meta.version)
+    assert first == files_of(pairs[0]) and second == files_of(pairs[1])
+    assert first is not None and first.key_pem is not None and key_matches_cert(first.key_pem, first.cert_pem)
+    assert store.load_files("example.com", 99) is None
+    assert "PRIVATE KEY" not in repr(first)  # the key never reaches a log through repr
+
+
+def test_a_certificate_for_a_users_csr_stores_no_key(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    files = CertificateFiles(pairs[0].cert_pem, b"CHAIN", pairs[0].cert_pem + b"CHAIN", key_pem=None)
+    meta = store.save_certificate(meta_for(pairs[0], key_type="csr"), files)
+    assert store.load_files("example.com", meta.version) == files
+    assert not (store.lineage_dir("example.com") / "privkey.pem").exists()
+
+
+def test_renewal_state_belongs_to_one_version(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    one = save(store, pairs[0])
+    assert store.load_state("example.com") is None
+    state = RenewalState(version=one.meta.version, ari_renew_at="2025-03-01T00:00:00Z", ari_next_check="x")
+    store.save_state("example.com", state)
+    assert store.load_state("example.com") == state
+    assert mode(store.lineage_dir("example.com") / "renewal.json") == 0o600
+    save(store, pairs[1])
+    assert store.load_state("example.com") is None  # it described the previous certificate
+
+
+@pytest.mark.parametrize("content", [b"{", b"[]", b'{"version": "1"}', b'{"version": 1, "ari_renew_at": 5}'])
+def test_a_damaged_renewal_state_counts_as_none(store: FileStore, pairs: tuple[Pair, Pair], content: bytes) -> None:
+    save(store, pairs[0])
+    (store.lineage_dir("example.com") / "renewal.json").write_bytes(content)
+    assert store.load_state("example.com") is None
+    assert load(store, "example.com") is not None
+
+
+def test_delete_lineage_removes_every_version(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    save(store, pairs[0])
+    save(store, pairs[1])
+    save(store, pairs[0], name="other.example.com")
+    with store.lock("example.com"):
+        store.delete_lineage("example.com")
+    assert load(store, "example.com") is None
+    assert store.lineage_names() == ["other.example.com"]
+    assert sorted(os.listdir(store.root / "certificates")) == ["other.example.com"]
+    store.delete_lineage("example.com")  # already gone: nothing to do
+
+
+def test_a_deletion_cut_short_leaves_only_a_hidden_leftover(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    save(store, pairs[0])
+    os.rename(store.lineage_dir("example.com"), store.root / "certificates" / ".deleted-example.com-abc")
+    assert store.lineage_names() == []
+    save(store, pairs[1])
+    assert store.lineage_names() == ["example.com"]
+
+
+def test_location_is_the_lineage_directory(store: FileStore) -> None:
+    assert store.location("example.com") == str(store.root / "certificates" / "example.com")
+    with pytest.raises(ConfigError):
+        store.location("../x")
+
+
+def test_account_lock_is_exclusive_per_ca(store: FileStore) -> None:
+    other = "https://other.example.test/dir"
+
+    async def run() -> None:
+        async with store.account_lock(DIRECTORY):
+            with pytest.raises(LockedError, match="account for https://acme"):
+                async with store.account_lock(DIRECTORY, wait=0.1):
+                    pass
+            async with store.account_lock(other):
+                pass
+        async with store.account_lock(DIRECTORY):
+            pass
+
+    asyncio.run(run())
+    assert store.account_lock_path(DIRECTORY).name.startswith(".account-acme.example.test_14000-")
