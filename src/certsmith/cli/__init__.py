@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from certsmith.cli.schedule import schedule
+
 if TYPE_CHECKING:
     from certsmith.manager import Manager
 
@@ -502,3 +504,5 @@ def dns_list(ctx: Context) -> None:
 
     ctx.emit({"ok": True, "providers": providers}, human)
 
+
+main.add_command(schedule)
