@@ -166,14 +166,25 @@ def jitter_delay(max_seconds: float, rng: random.Random) -> float:
 # -- systemd -------------------------------------------------------------------------
 
 
-def _systemd_word(arg: str) -> str:
-    """``arg`` as one word of a systemd command line (specifiers and variables escaped)."""
+def _systemd_word(arg: str, *, program: bool = False) -> str:
+    """``arg`` as one word of a systemd command line.
+
+    ``%`` is doubled everywhere (specifiers); ``$`` is doubled in arguments only,
+    since systemd substitutes variables in arguments but not in the program's
+    path, where it refuses quotes and backslashes outright.
+    """
     if any(ord(char) < 0x20 or char == "\x7f" for char in arg):
-        raise ConfigError("a path in the schedule's command contains a control character; choose another path")
-    escaped = arg.replace("%", "%%")
+        raise ConfigError(f"systemd cannot run a command containing the path {arg!r}: it has a control character")
     if _SYSTEMD_SAFE.fullmatch(arg):
-        return escaped
-    escaped = escaped.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+        return arg
+    if program and ('"' in arg or "\\" in arg):
+        raise ConfigError(
+            f"systemd refuses a program path containing a quote or a backslash ({arg}); "
+            "install certsmith under another path"
+        )
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    if not program:
+        escaped = escaped.replace("$", "$$")
     return f'"{escaped}"'
 
 
@@ -210,7 +221,8 @@ def render_service(job: RenewJob) -> str:
     The hardening leaves the file system writable (the state directory, deploy
     targets and hooks write where the user chose) and keeps the network.
     """
-    exec_start = " ".join(_systemd_word(arg) for arg in job.argv())
+    program, *args = job.argv()
+    exec_start = " ".join([_systemd_word(program, program=True), *(_systemd_word(arg) for arg in args)])
     return (
         _HEADER
         + "[Unit]\n"

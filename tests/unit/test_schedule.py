@@ -111,11 +111,21 @@ def test_service_quotes_paths_for_systemd() -> None:
     )
     unit = render_service(RenewJob(Path("/srv/a%b"), executable=EXE))
     assert '--state-dir "/srv/a%%b" ' in directive(unit, "ExecStart")
+    unit = render_service(RenewJob(Path('/srv/a"b\\c'), executable=EXE))
+    assert '--state-dir "/srv/a\\"b\\\\c" ' in directive(unit, "ExecStart")
 
 
 def test_service_refuses_a_path_with_a_newline() -> None:
     with pytest.raises(ConfigError, match="control character"):
         render_service(RenewJob(Path("/srv/a\nExecStartPost=/bin/evil"), executable=EXE))
+
+
+def test_service_quotes_the_program_path_without_variable_escapes() -> None:
+    unit = render_service(RenewJob(Path("/s"), executable=("/opt/my $dir 5%/certsmith",)))
+    assert directive(unit, "ExecStart") == '"/opt/my $dir 5%%/certsmith" --state-dir /s -q renew'
+    for refused in ('/opt/a"b/certsmith', "/opt/a\\b/certsmith"):
+        with pytest.raises(ConfigError, match="systemd refuses a program path containing a quote or a backslash"):
+            render_service(RenewJob(Path("/s"), executable=(refused,)))
 
 
 def test_timer_default_twice_a_day_with_an_hour_of_random_delay() -> None:
