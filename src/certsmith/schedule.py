@@ -34,6 +34,7 @@ from typing import Any
 from certsmith.errors import CertsmithError, ConfigError
 
 __all__ = [
+    "CRON_JITTER_SEC",
     "CRON_MARKER",
     "DEFAULT_ON_CALENDAR",
     "RANDOMIZED_DELAY_SEC",
