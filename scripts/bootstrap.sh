@@ -4,8 +4,8 @@
 set -euo pipefail
 
 VENV=${VENV:-.venv}
-PACKAGES=(pebble bind9 openssl ca-certificates python3-venv)
-COMMANDS=(pebble pebble-challtestsrv named openssl)
+PACKAGES=(pebble bind9 openssl ca-certificates python3-venv systemd)
+COMMANDS=(pebble pebble-challtestsrv named openssl systemd-analyze)
 
 missing=0
 for cmd in "${COMMANDS[@]}"; do

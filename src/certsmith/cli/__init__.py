@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
+from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
     from certsmith.manager import Manager
@@ -31,7 +32,17 @@ class Context:
     state_dir: str | None
     json: bool
     verbosity: int
+    env_file: str | None = None
     _console: Any = None
+
+    def environment(self) -> dict[str, str]:
+        """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
+        import os
+
+        from certsmith.envfile import default_env_file, environment_with
+
+        chosen = Path(self.env_file) if self.env_file else default_env_file()
+        return environment_with(chosen, os.environ)
 
     def state_path(self) -> Path:
         if self.state_dir:
@@ -56,7 +67,9 @@ class Context:
             directory = resolve_directory(self.directory)
         except ConfigError as exc:
             raise ConfigError(f"--directory: {exc}") from None
-        return Manager(self.store(), directory, ca_bundle=self.ca_bundle, on_event=self.progress)
+        return Manager(
+            self.store(), directory, ca_bundle=self.ca_bundle, env=self.environment(), on_event=self.progress
+        )
 
     def progress(self, kind: str, message: str) -> None:
         """Progress on stderr through rich (plain text when stderr is not a terminal)."""
@@ -128,6 +141,12 @@ pass_ctx = click.make_pass_decorator(Context)
     type=click.Path(file_okay=False),
     help="Where accounts and certificates live (default /var/lib/certsmith as root, else ~/.local/share/certsmith).",
 )
+@click.option(
+    "--env-file",
+    envvar="CERTSMITH_ENV_FILE",
+    type=click.Path(dir_okay=False),
+    help="KEY=VALUE file of provider secrets for unattended runs (0600; default /etc/certsmith/env for root).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -138,12 +157,13 @@ def main(
     directory: str | None,
     ca_bundle: str | None,
     state_dir: str | None,
+    env_file: str | None,
     as_json: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Get and renew TLS certificates from Let's Encrypt and any other ACME CA."""
-    click_ctx.obj = Context(directory, ca_bundle, state_dir, as_json, -1 if quiet else verbose)
+    click_ctx.obj = Context(directory, ca_bundle, state_dir, as_json, -1 if quiet else verbose, env_file)
 
 
 # -- account -------------------------------------------------------------------------
@@ -371,11 +391,34 @@ def _print_issued(result: dict[str, Any]) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Renew even when not due.")
+@click.option(
+    "--jitter",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="First wait a random 0..SECONDS, to spread many hosts' renewals (cron uses it; plain runs start at once).",
+)
 @pass_ctx
-def renew(ctx: Context, names: tuple[str, ...], force: bool) -> None:
-    """Renew certificates with less than a third of their lifetime left."""
+def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> None:
+    """Renew every due certificate, each at the CA that issued it.
+
+    \b
+    Due means: the CA's renewal window (ARI) has begun, or, where the CA has no ARI,
+    less than a third of the lifetime is left (half for lifetimes under 10 days);
+    revoked and expired certificates are due at once. Without --directory every CA's
+    lineages are checked; --directory narrows to one CA. Secrets come from the
+    environment or --env-file. One line per lineage; exit status 1 when any failed;
+    with -q nothing is printed unless something was renewed or failed.
+    """
 
     async def run() -> list[dict[str, Any]]:
+        if jitter:
+            import asyncio
+            import random
+
+            from certsmith.schedule import jitter_delay
+
+            await asyncio.sleep(jitter_delay(jitter, random.SystemRandom()))
         async with ctx.manager() as manager:
             narrowed = manager.directory_url if ctx.directory else None
             outcomes = await manager.renew(_lineage_names(names), force=force, directory_url=narrowed)
@@ -385,9 +428,12 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool) -> None:
     failed = [o for o in outcomes if o.get("error")]
 
     def human() -> None:
-        if not outcomes:
+        quiet = ctx.verbosity < 0
+        if not outcomes and not quiet:
             click.echo("no certificates to renew")
         for outcome in outcomes:
+            if quiet and not outcome["renewed"] and not outcome.get("error"):
+                continue
             state = "renewed" if outcome["renewed"] else "failed" if outcome.get("error") else "kept"
             detail = outcome.get("error") or outcome.get("deploy_error") or outcome["reason"]
             click.echo(f"{outcome['name']}: {state} ({detail})")
@@ -547,3 +593,5 @@ def dns_list(ctx: Context) -> None:
 
     ctx.emit({"ok": True, "providers": providers}, human)
 
+
+main.add_command(schedule)
