@@ -17,6 +17,7 @@ from typing import Any
 from certsmith._constants import DEFAULT_KEY_TYPE
 from certsmith._time import format_time, utc_now
 from certsmith.acme.client import AcmeClient
+from certsmith.acme.resources import Directory
 from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
 from certsmith.storage.base import Store, StoredAccount
@@ -90,6 +91,14 @@ class Accounts:
                 )
                 self._clients[directory_url] = client
             return client
+
+    async def directory(self, directory_url: str, ca_bundle: str | None = None) -> Directory:
+        """The CA's directory, through the account's client, or an anonymous one when there is no account yet."""
+        if directory_url in self._clients or self.stored(directory_url) is not None:
+            return await (await self.client(directory_url, ca_bundle)).directory()
+        key = await asyncio.to_thread(generate_key, DEFAULT_KEY_TYPE)
+        async with AcmeClient(directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle)) as anonymous:
+            return await anonymous.directory()
 
     async def register(
         self,

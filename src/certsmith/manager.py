@@ -24,7 +24,7 @@ from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
 from certsmith.acme.client import AcmeClient, certificate_der
-from certsmith.acme.errors import OrderNotReady, ValidationFailed
+from certsmith.acme.errors import AlreadyReplaced, Malformed, OrderNotReady, ProblemError, ValidationFailed
 from certsmith.acme.resources import Authorization, AuthorizationStatus, CertificateChain, Order, OrderStatus
 from certsmith.challenges.base import ChallengeJob
 from certsmith.crypto import (
@@ -40,12 +40,18 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.deploy.hook import run_deploy_hook
-from certsmith.errors import CertsmithError, ConfigError, StorageError
+from certsmith.errors import CertsmithError, ConfigError, ProfileError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
-from certsmith.policy import Decision, renewal_decision
+from certsmith.policy import (
+    Decision,
+    ari_check_due,
+    renewal_decision,
+    state_after_ari_error,
+    state_from_ari,
+)
 from certsmith.settings import CertificateRequest, ChallengeSettings, lineage_name_for
 from certsmith.solvers import SolverPool
-from certsmith.storage.base import CertificateFiles, LineageMeta, Store, validate_lineage_name
+from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, Store, validate_lineage_name
 
 log = logging.getLogger("certsmith")
 
@@ -169,6 +175,35 @@ class Manager:
             self.event("warning", f"{name}: replacing a damaged lineage ({exc})")
             return None
 
+    async def preflight(self, request: CertificateRequest) -> CertificateRequest:
+        """Check everything that can be checked before an account is registered or an order sent.
+
+        Loads the challenge solver's settings (a DNS provider's configuration, a port to
+        bind, a web root to write), and resolves the profile against what the CA offers.
+        Returns the request as it will be sent: with its CA, and with ``profile`` set
+        from ``preferred_profile`` when the CA offers it.
+        """
+        self.identifiers_for(request)
+        directory_url, ca_bundle = self._ca_of(request)
+        request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
+        solver = await self.solvers.get(request.challenge)
+        await solver.prepare()
+        if not (request.profile or request.preferred_profile):
+            return request
+        offered = (await self.accounts.directory(directory_url, ca_bundle)).profiles
+        if request.profile and request.profile not in offered:
+            raise ProfileError(request.profile, directory_url, sorted(offered))
+        if request.preferred_profile and not request.profile:
+            if request.preferred_profile in offered:
+                return replace(request, profile=request.preferred_profile)
+            listed = ", ".join(sorted(offered)) or "none"
+            self.event(
+                "warning",
+                f"the CA does not offer the profile {request.preferred_profile!r} (it offers: {listed}); "
+                "using its default",
+            )
+        return request
+
     async def issue(self, request: CertificateRequest, *, force: bool = True) -> IssueResult:
         """Obtain a certificate for ``request`` and store it as its lineage.
 
@@ -177,10 +212,10 @@ class Manager:
         """
         identifiers = self.identifiers_for(request)
         name = validate_lineage_name(request.lineage or lineage_name_for([i.value for i in identifiers]))
-        directory_url, ca_bundle = self._ca_of(request)
-        request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
-        await self.solvers.get(request.challenge)  # provider settings are checked before anything is sent
-        client = await self.accounts.client(directory_url, ca_bundle)
+        request = await self.preflight(request)
+        assert request.directory_url is not None
+        directory_url = request.directory_url
+        client = await self.accounts.client(directory_url, request.ca_bundle)
         async with self.store.alock(name, wait=0.0):
             previous = self._load_meta(name)
             if not force and previous is not None:
@@ -193,7 +228,8 @@ class Manager:
             else:
                 key = await self._certificate_key(name, previous, request)
                 csr_der = make_csr(key, identifiers)
-            chain = await self._obtain(client, identifiers, csr_der, request)
+            replaces = previous.cert_id if previous is not None and previous.directory_url == directory_url else ""
+            chain = await self._obtain(client, identifiers, csr_der, request, replaces=replaces)
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
@@ -303,11 +339,16 @@ class Manager:
         return out
 
     async def _obtain(
-        self, client: AcmeClient, identifiers: Sequence[Identifier], csr_der: bytes, request: CertificateRequest
+        self,
+        client: AcmeClient,
+        identifiers: Sequence[Identifier],
+        csr_der: bytes,
+        request: CertificateRequest,
+        *,
+        replaces: str = "",
     ) -> CertificateChain:
         label = identifiers[0].value + (f" (+{len(identifiers) - 1})" if len(identifiers) > 1 else "")
-        order = await client.new_order(identifiers, profile=request.profile)
-        self.event("order", f"{label}: order created")
+        order = await self._new_order(client, identifiers, request, replaces, label)
         if order.status == OrderStatus.PENDING:
             await self._authorize(client, order, request.challenge, label)
         elif order.status == OrderStatus.INVALID:
@@ -320,6 +361,34 @@ class Manager:
         self.event("finalized", f"{label}: certificate issued")
         assert finalized.certificate is not None
         return await client.download_certificate(finalized.certificate, preferred_chain=request.preferred_chain)
+
+    async def _new_order(
+        self,
+        client: AcmeClient,
+        identifiers: Sequence[Identifier],
+        request: CertificateRequest,
+        replaces: str,
+        label: str,
+    ) -> Order:
+        """A new order, marked as replacing the previous certificate (ARI) when there is one.
+
+        A CA that refuses the ``replaces`` (already replaced by another order, or not
+        accepted) gets the same order once more without it.
+        """
+        if replaces:
+            try:
+                order = await client.new_order(identifiers, profile=request.profile, replaces=replaces)
+            except (AlreadyReplaced, Malformed) as exc:
+                if isinstance(exc, Malformed) and "replace" not in str(exc).lower():
+                    raise
+                self.event("warning", f"{label}: the CA refused to mark this order as a replacement ({exc}); "
+                           "ordering without it")
+            else:
+                self.event("order", f"{label}: order created (replacing {replaces})")
+                return order
+        order = await client.new_order(identifiers, profile=request.profile)
+        self.event("order", f"{label}: order created")
+        return order
 
     async def _authorize(self, client: AcmeClient, order: Order, settings: ChallengeSettings, label: str) -> None:
         fetched = await asyncio.gather(*(client.get_authorization(url) for url in order.authorizations))
@@ -381,6 +450,7 @@ class Manager:
         selected = list(names) or self.store.lineage_names()
         outcomes: dict[str, RenewOutcome] = {}
         todo: list[tuple[str, CertificateRequest, str]] = []
+        metas: list[LineageMeta] = []
         for name in selected:
             try:
                 meta = self.store.load_meta(name)
@@ -389,8 +459,11 @@ class Manager:
                 continue
             if meta is None:
                 raise ConfigError(f"no certificate named {name!r}")
-            if directory_url is not None and meta.directory_url != directory_url:
-                continue
+            if directory_url is None or meta.directory_url == directory_url:
+                metas.append(meta)
+        await self.check_renewal_info(metas)
+        for meta in metas:
+            name = meta.name
             try:
                 decision = self.decide(meta)
                 request = CertificateRequest.from_lineage(meta)
@@ -415,6 +488,59 @@ class Manager:
                                               result=result)
         return [outcomes[name] for name in selected if name in outcomes]
 
+    async def check_renewal_info(self, metas: Sequence[LineageMeta]) -> None:
+        """Ask each lineage's CA for its renewal window (ARI) where the time to ask again has come.
+
+        Lineages whose CA has no ARI, or whose next check lies ahead, cost no request.
+        A failed check keeps what was known, says so, and is retried after a back-off;
+        the lifetime rule decides meanwhile.
+        """
+        now = self.clock()
+        due: list[tuple[LineageMeta, RenewalState | None]] = []
+        for meta in metas:
+            if not meta.cert_id:
+                continue
+            try:
+                state = self.store.load_state(meta.name)
+            except StorageError:
+                state = None
+            if ari_check_due(state, now):
+                due.append((meta, state))
+        if not due:
+            return
+        limit = asyncio.Semaphore(16)
+
+        async def check(meta: LineageMeta, state: RenewalState | None) -> None:
+            async with limit:
+                await self._check_one(meta, state)
+
+        await asyncio.gather(*(check(meta, state) for meta, state in due))
+
+    async def _check_one(self, meta: LineageMeta, state: RenewalState | None) -> None:
+        _, ca_bundle = self._ca_of(CertificateRequest.from_lineage(meta))
+        try:
+            client = await self.accounts.client(meta.directory_url, ca_bundle)
+            if not (await client.directory()).renewal_info:
+                return
+            info, retry_after = await client.renewal_info(meta.cert_id)
+        except CertsmithError as exc:
+            self.event("warning", f"{meta.name}: cannot get the CA's renewal window ({exc}); "
+                       "the lifetime rule decides for now")
+            self.store.save_state(meta.name, state_after_ari_error(meta.version, state, str(exc), self.clock()))
+            return
+        new_state = state_from_ari(
+            meta.version,
+            state,
+            window_start=info.window_start,
+            window_end=info.window_end,
+            explanation=info.explanation_url,
+            retry_after=retry_after,
+            now=self.clock(),
+        )
+        if info.explanation_url and info.explanation_url != (state.ari_explanation if state else ""):
+            self.event("ari", f"{meta.name}: the CA explains its renewal window at {info.explanation_url}")
+        self.store.save_state(meta.name, new_state)
+
     async def revoke(self, name: str, *, reason: str = "unspecified") -> dict[str, Any]:
         """Revoke the current certificate of lineage ``name``."""
         if reason not in REVOCATION_REASONS:
@@ -436,5 +562,11 @@ class Manager:
                 await client.revoke(cert_der, reason=REVOCATION_REASONS[reason], certificate_key=key)
         else:
             raise ConfigError(f"neither an account nor the certificate key is available to revoke {name!r}")
+        try:
+            state = self.store.load_state(name)
+        except StorageError:
+            state = None
+        revoked_at = format_time(self.clock())
+        self.store.save_state(name, replace(state or RenewalState(version=meta.version), revoked_at=revoked_at))
         self.event("revoked", f"{name}: certificate {meta.serial} revoked ({reason})")
         return {"name": name, "serial": meta.serial, "reason": reason, "revoked": True}

@@ -50,8 +50,8 @@ def lifetime_renewal_time(not_before: datetime, not_after: datetime) -> datetime
 
 
 def _duration(span: timedelta) -> str:
-    """``45 days`` or, under two days, ``36 hours``."""
-    if span >= timedelta(days=2):
+    """``45 days`` or, under three days, ``60 hours``."""
+    if span >= timedelta(days=3):
         return f"{span.days} days"
     return f"{max(int(span.total_seconds() // 3600), 0)} hours"
 

@@ -78,8 +78,8 @@ class CertificateRequest:
     """Everything needed to obtain (and later renew) one certificate lineage.
 
     ``directory_url``/``ca_bundle`` name the CA; ``None`` means the manager's default
-    CA for a new lineage. ``env`` names non-secret provider variables to remember for
-    renewal (e.g. ``EXEC_PATH``).
+    CA for a new lineage. ``profile`` must be offered by the CA; ``preferred_profile``
+    is used when offered and otherwise dropped with a warning.
     """
 
     names: tuple[str, ...]
@@ -90,6 +90,7 @@ class CertificateRequest:
     reuse_key: bool = False
     preferred_chain: str | None = None
     profile: str | None = None
+    preferred_profile: str | None = None
     deploy_hook: str | None = None
     directory_url: str | None = None
     ca_bundle: str | None = None
@@ -97,7 +98,7 @@ class CertificateRequest:
     def settings_json(self) -> dict[str, Any]:
         """The lineage's stored settings: everything but the names and the key type."""
         data: dict[str, Any] = {"challenge": self.challenge.to_json(), "reuse_key": self.reuse_key}
-        for name in ("preferred_chain", "profile", "deploy_hook", "ca_bundle"):
+        for name in ("preferred_chain", "profile", "preferred_profile", "deploy_hook", "ca_bundle"):
             if getattr(self, name):
                 data[name] = getattr(self, name)
         if self.csr_der is not None:
@@ -119,6 +120,7 @@ class CertificateRequest:
                 reuse_key=bool(settings.get("reuse_key")),
                 preferred_chain=_optional_str(settings, "preferred_chain"),
                 profile=_optional_str(settings, "profile"),
+                preferred_profile=_optional_str(settings, "preferred_profile"),
                 deploy_hook=_optional_str(settings, "deploy_hook"),
                 directory_url=meta.directory_url,
                 ca_bundle=_optional_str(settings, "ca_bundle"),
