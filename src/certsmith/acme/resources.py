@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from certsmith.acme.errors import Problem, UnexpectedResponse
+from certsmith.acme.errors import NotADirectory, Problem, UnexpectedResponse
 from certsmith.crypto import Identifier
 
 
@@ -95,12 +95,10 @@ class Directory:
     @classmethod
     def from_json(cls, url: str, data: Any) -> Directory:
         if not isinstance(data, dict):
-            raise UnexpectedResponse(f"the directory at {url} is not a JSON object")
+            raise NotADirectory(url, "the document is not a JSON object")
         missing = [k for k in ("newNonce", "newAccount", "newOrder") if not isinstance(data.get(k), str)]
         if missing:
-            raise UnexpectedResponse(
-                f"{url} is not an ACME directory (missing {', '.join(missing)}); check --directory"
-            )
+            raise NotADirectory(url, f"it has no {', '.join(missing)}")
         meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
         assert isinstance(meta, dict)
         profiles = meta.get("profiles")
