@@ -101,9 +101,7 @@ def test_untrusted_certificate_with_a_bundle_names_the_bundle() -> None:
         ca_bundle="/etc/ca.pem",
     )
     assert str(error).endswith("with the roots in /etc/ca.pem")
-    assert advice(error) == (
-        "/etc/ca.pem does not hold the root the CA's certificate chains to; pass the right one with --ca-bundle FILE"
-    )
+    assert advice(error) == "that file does not hold the CA's root; pass the right one with --ca-bundle FILE"
 
 
 @pytest.mark.parametrize(
@@ -171,7 +169,7 @@ def test_profile_on_a_ca_without_profiles() -> None:
     assert isinstance(error, ProfileNotOffered) and isinstance(error, ConfigError)
     assert (error.profile, error.offered, error.directory_url) == ("shortlived", (), f"{BASE}/dir")
     assert "advertises no profiles" in str(error)
-    assert advice(error) == "drop --profile: this CA offers no profiles"
+    assert advice(error) == "drop --profile"
     assert ca.posts == [], "nothing is ordered"
 
 

@@ -60,14 +60,11 @@ def _untrusted_certificate(exc: CertificateVerifyFailed) -> str:
     if exc.verify_code == _EXPIRED_CODE:
         return "check this machine's clock; if it is right, the CA's TLS certificate has expired"
     if exc.ca_bundle:
-        return (
-            f"{exc.ca_bundle} does not hold the root the CA's certificate chains to; "
-            "pass the right one with --ca-bundle FILE"
-        )
+        return "that file does not hold the CA's root; pass the right one with --ca-bundle FILE"
     return "if the CA uses a private root, pass it with --ca-bundle FILE"
 
 
 def _profiles(offered: tuple[str, ...]) -> str:
     if not offered:
-        return "drop --profile: this CA offers no profiles"
+        return "drop --profile"
     return "choose --profile from: " + ", ".join(offered)
