@@ -61,13 +61,3 @@ class AccountError(ConfigError):
         self.reason = reason
         self.terms_of_service = terms_of_service
 
-
-class ProfileError(ConfigError):
-    """The CA does not offer the certificate profile that was asked for."""
-
-    def __init__(self, profile: str, directory_url: str, offered: list[str]) -> None:
-        listed = ", ".join(offered) if offered else "no profiles at all"
-        super().__init__(f"the CA at {directory_url} does not offer the profile {profile!r} (it offers: {listed})")
-        self.profile = profile
-        self.directory_url = directory_url
-        self.offered = offered

@@ -24,7 +24,7 @@ from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
 from certsmith.acme.client import AcmeClient, certificate_der
-from certsmith.acme.errors import AlreadyReplaced, Malformed, OrderNotReady, ProblemError, ValidationFailed
+from certsmith.acme.errors import AlreadyReplaced, Malformed, OrderNotReady, ProfileNotOffered, ValidationFailed
 from certsmith.acme.resources import Authorization, AuthorizationStatus, CertificateChain, Order, OrderStatus
 from certsmith.challenges.base import ChallengeJob
 from certsmith.crypto import (
@@ -40,7 +40,7 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.deploy.hook import run_deploy_hook
-from certsmith.errors import CertsmithError, ConfigError, ProfileError, StorageError
+from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
 from certsmith.policy import (
     Decision,
@@ -186,13 +186,12 @@ class Manager:
         self.identifiers_for(request)
         directory_url, ca_bundle = self._ca_of(request)
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
-        solver = await self.solvers.get(request.challenge)
-        await solver.prepare()
+        await self.solvers.get(request.challenge)
         if not (request.profile or request.preferred_profile):
             return request
         offered = (await self.accounts.directory(directory_url, ca_bundle)).profiles
         if request.profile and request.profile not in offered:
-            raise ProfileError(request.profile, directory_url, sorted(offered))
+            raise ProfileNotOffered(request.profile, directory_url=directory_url, offered=offered)
         if request.preferred_profile and not request.profile:
             if request.preferred_profile in offered:
                 return replace(request, profile=request.preferred_profile)

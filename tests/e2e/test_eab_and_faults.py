@@ -49,10 +49,13 @@ def test_eab_required_and_issuance_at_50_percent_nonce_rejection(strict_pebble: 
 
     from tests.conftest import clean_env
 
-    cli.run(
-        "account", "register", "--email", "a@example.com", "--agree-tos",
+    registered = cli.run(
+        "-vvv", "account", "register", "--email", "a@example.com", "--agree-tos",
         env=clean_env(CERTSMITH_EAB_KID=EAB_KID, CERTSMITH_EAB_HMAC_KEY=EAB_KEY),
     )
+    binding = f'"externalAccountBinding": {{"protected": {{"alg": "HS256", "kid": "{EAB_KID}", "url": '
+    assert binding in registered.stderr, "the wire log shows the binding's protected header"
+    assert EAB_KEY not in registered.stderr
     assert json.loads(cli.run("--json", "account", "show").stdout)["status"] == "valid"
     names = ["nonce1.example.com", "nonce2.example.com", "nonce3.example.com"]
     cli.run("issue", *[a for n in names for a in ("-d", n)], *cli.http_args())

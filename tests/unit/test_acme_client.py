@@ -39,8 +39,11 @@ DIRECTORY = {
 class FakeCa:
     """Answers the directory and nonces; ``on_post`` decides every signed request."""
 
-    def __init__(self, on_post: Callable[[str, dict[str, Any], int], httpx.Response]) -> None:
+    def __init__(
+        self, on_post: Callable[[str, dict[str, Any], int], httpx.Response], directory: dict[str, Any] | None = None
+    ) -> None:
         self.on_post = on_post
+        self.directory = directory or DIRECTORY
         self.posts: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self.heads = 0
         self.counter = 0
@@ -54,7 +57,7 @@ class FakeCa:
         self.requests.append(request)
         url = str(request.url)
         if request.method == "GET" and url == f"{BASE}/dir":
-            return httpx.Response(200, json=DIRECTORY)
+            return httpx.Response(200, json=self.directory)
         if request.method == "HEAD" and url == DIRECTORY["newNonce"]:
             self.heads += 1
             return httpx.Response(200, headers={"Replay-Nonce": self.nonce()})

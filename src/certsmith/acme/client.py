@@ -28,14 +28,22 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certsmith._redact import add_secret
 from certsmith._version import __version__
+from certsmith.acme import wire
 from certsmith.acme.errors import (
     BadNonce,
+    CertificateVerifyFailed,
+    IncompleteExternalAccountBinding,
+    InvalidProfile,
+    NotADirectory,
     OrderFailed,
     PollTimeout,
     Problem,
     ProblemError,
+    ProfileNotOffered,
     RateLimited,
+    RequestTimeout,
     ServerInternal,
     TransportError,
     UnexpectedResponse,
@@ -49,6 +57,7 @@ from certsmith.acme.resources import (
     Directory,
     Order,
     OrderStatus,
+    RenewalInfo,
 )
 from certsmith.crypto import Identifier, issuer_common_name, split_pem_chain
 from certsmith.errors import ConfigError
@@ -59,7 +68,7 @@ log = logging.getLogger("certsmith.acme")
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]+$")
-_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
 REVOCATION_REASONS = {
     "unspecified": 0,
@@ -118,11 +127,11 @@ class PollPolicy:
         return min(previous * self.factor, self.maximum)
 
 
-def _ssl_context(ca_bundle: Path | str | None) -> ssl.SSLContext:
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     if ca_bundle is None:
         return ssl.create_default_context()
     try:
-        return ssl.create_default_context(cafile=str(ca_bundle))
+        return ssl.create_default_context(cafile=ca_bundle)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from None
 
@@ -138,12 +147,37 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
     return None
 
 
+def _transport_error(exc: httpx.HTTPError, method: str, url: str, ca_bundle: str | None) -> TransportError:
+    """The fact behind an httpx failure: untrusted certificate, TLS failure, time-out or no connection."""
+    verify = _find_cause(exc, ssl.SSLCertVerificationError)
+    if verify is not None:
+        reason = getattr(verify, "verify_message", None) or str(verify)
+        code = getattr(verify, "verify_code", None)
+        return CertificateVerifyFailed(
+            method=method,
+            url=url,
+            reason=reason,
+            verify_code=code if isinstance(code, int) else None,
+            ca_bundle=ca_bundle,
+        )
+    host = urlsplit(url).netloc
+    if _find_cause(exc, ssl.SSLError) is not None:
+        return TransportError(f"TLS handshake with {host} failed: {exc}", method=method, url=url)
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(f"{method} {url} timed out; the CA is slow or unreachable", method=method, url=url)
+    return TransportError(f"cannot reach the CA at {host}: {exc or type(exc).__name__}", method=method, url=url)
+
+
 class AcmeClient:
     """RFC 8555 operations for one account key against one directory URL.
 
     ``account_url`` is the ``kid``; it is set by :meth:`register`/:meth:`lookup_account`
     or given when the account is known. Use as an async context manager, or call
-    :meth:`aclose`. Pass ``http`` to share an ``httpx.AsyncClient`` between clients.
+    :meth:`aclose`. Pass ``http`` to share an ``httpx.AsyncClient`` between clients
+    (``ca_bundle`` is then the caller's business and ignored).
+
+    Every request and response is logged on ``certsmith.wire`` at DEBUG, with key
+    material shortened and registered secrets masked (see :mod:`certsmith.acme.wire`).
     """
 
     def __init__(
@@ -165,9 +199,10 @@ class AcmeClient:
         self.directory_url = directory_url
         self.account_key = account_key
         self.account_url = account_url
+        self.ca_bundle = str(ca_bundle) if ca_bundle is not None and http is None else None
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
-            verify=_ssl_context(ca_bundle),
+            verify=_ssl_context(self.ca_bundle),
             timeout=timeout,
             headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
             follow_redirects=False,
@@ -199,30 +234,28 @@ class AcmeClient:
         self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         self.request_count += 1
+        number = self.request_count
+        on_wire = wire.log.isEnabledFor(logging.DEBUG)
+        if on_wire:
+            wire.log_request(number, method, url, content)
         self._in_flight += 1
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.HTTPError as exc:
-            host = urlsplit(url).netloc
-            verify = _find_cause(exc, ssl.SSLCertVerificationError)
-            if verify is not None:
-                reason = getattr(verify, "verify_message", None) or str(verify)
-                raise TransportError(
-                    f"cannot verify the TLS certificate of {host} ({reason}); "
-                    "if the CA uses a private root, pass it with --ca-bundle FILE"
-                ) from None
-            if _find_cause(exc, ssl.SSLError) is not None:
-                raise TransportError(f"TLS handshake with {host} failed: {exc}") from None
-            if isinstance(exc, httpx.TimeoutException):
-                raise TransportError(f"{method} {url} timed out; the CA is slow or unreachable") from None
-            raise TransportError(f"cannot reach the CA at {host}: {exc or type(exc).__name__}") from None
+            error = _transport_error(exc, method, url, self.ca_bundle)
+            if on_wire:
+                wire.log_failure(number, method, url, error)
+            raise error from None
         finally:
             self._in_flight -= 1
             self._nonce_arrived.set()
         nonce = response.headers.get("replay-nonce")
         if nonce and _NONCE.match(nonce):
             self._nonces.append(nonce)
-        log.debug("%s %s -> %s", method, url, response.status_code)
+        if on_wire:
+            wire.log_response(number, method, url, response)
+        else:
+            log.debug("%s %s -> %s", method, url, response.status_code)
         return response
 
     async def directory(self) -> Directory:
@@ -232,12 +265,14 @@ class AcmeClient:
         async with self._directory_lock:
             if self._directory is None:
                 response = await self._send("GET", self.directory_url)
-                if response.status_code != 200:
-                    raise UnexpectedResponse(
-                        f"GET {self.directory_url} answered HTTP {response.status_code}; "
-                        "check the --directory URL"
-                    )
-                self._directory = Directory.from_json(self.directory_url, _json(response))
+                status = response.status_code
+                if status != 200:
+                    raise NotADirectory(self.directory_url, f"GET answered HTTP {status}", status=status)
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise NotADirectory(self.directory_url, "its answer is not JSON", status=status) from None
+                self._directory = Directory.from_json(self.directory_url, data)
         return self._directory
 
     async def _nonce(self) -> str:
@@ -269,7 +304,9 @@ class AcmeClient:
         """A signed POST (``payload=None`` is POST-as-GET) with bounded retries."""
         signing_key = key or self.account_key
         if not use_jwk and self.account_url is None:
-            raise ConfigError("no ACME account is known for this key; register one first")
+            raise ConfigError(
+                "no ACME account is known for this key: call register() or lookup_account(), or pass account_url="
+            )
         nonce_retries = 0
         server_retries = 0
         while True:
@@ -302,9 +339,17 @@ class AcmeClient:
             data = response.json()
         except ValueError:
             data = {"type": "about:blank", "detail": f"HTTP {response.status_code}: {response.text[:200]}"}
-        error = problem_error(Problem.from_json(data), method=method, url=url, status=response.status_code)
+        error = problem_error(
+            Problem.from_json(data),
+            method=method,
+            url=url,
+            status=response.status_code,
+            links=parse_links(response.headers, url),
+        )
         if isinstance(error, RateLimited):
             error.retry_after = parse_retry_after(response.headers.get("retry-after"))
+        elif isinstance(error, InvalidProfile) and self._directory is not None:
+            error.offered = tuple(sorted(self._directory.profiles))
         return error
 
     # -- accounts --------------------------------------------------------------------
@@ -329,8 +374,11 @@ class AcmeClient:
             if agree_tos:
                 payload["termsOfServiceAgreed"] = True
             if eab_kid or eab_hmac_key:
-                if not (eab_kid and eab_hmac_key):
-                    raise ConfigError("external account binding needs both --eab-kid and --eab-hmac-key")
+                add_secret(eab_hmac_key)
+                if not eab_kid:
+                    raise IncompleteExternalAccountBinding("eab_kid")
+                if not eab_hmac_key:
+                    raise IncompleteExternalAccountBinding("eab_hmac_key")
                 payload["externalAccountBinding"] = eab_jws(
                     self.account_key, kid=eab_kid, hmac_key_b64u=eab_hmac_key, url=directory.new_account
                 )
@@ -393,12 +441,8 @@ class AcmeClient:
         if not_after:
             payload["notAfter"] = not_after
         if profile:
-            if not directory.profiles:
-                raise ConfigError(f"the CA at {self.directory_url} advertises no profiles; drop --profile")
             if profile not in directory.profiles:
-                raise ConfigError(
-                    f"profile {profile!r} is not offered; the CA offers: {', '.join(sorted(directory.profiles))}"
-                )
+                raise ProfileNotOffered(profile, directory_url=self.directory_url, offered=directory.profiles)
             payload["profile"] = profile
         if replaces and directory.renewal_info:
             payload["replaces"] = replaces
@@ -493,6 +537,25 @@ class AcmeClient:
                 return chain
         log.warning("no chain issued by %r is offered; using the default chain", preferred_chain)
         return default
+
+    async def renewal_info(self, cert_id: str) -> tuple[RenewalInfo, float | None]:
+        """The CA's renewal window for the certificate with ARI CertID ``cert_id`` and its ``Retry-After``.
+
+        An unauthenticated GET (RFC 9773 §4.1); raises :class:`ConfigError` when the CA
+        offers no ARI and :class:`UnexpectedResponse` for an answer that is not a window.
+        """
+        directory = await self.directory()
+        if not directory.renewal_info:
+            raise ConfigError(f"the CA at {self.directory_url} offers no renewal information (ARI)")
+        url = directory.renewal_info.rstrip("/") + "/" + cert_id
+        response = await self._send("GET", url)
+        if response.status_code != 200:
+            raise self._problem(response, "GET", url)
+        try:
+            data = response.json()
+        except ValueError:
+            raise UnexpectedResponse(f"{url} answered with something that is not JSON") from None
+        return RenewalInfo.from_json(url, data), parse_retry_after(response.headers.get("retry-after"))
 
     async def revoke(self, cert_der: bytes, *, reason: int = 0, certificate_key: PrivateKey | None = None) -> None:
         """Revoke with the account key (kid), or with the certificate's own key (jwk)."""

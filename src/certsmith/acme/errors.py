@@ -7,10 +7,12 @@ failed validations and time-outs have their own classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from certsmith.errors import CertsmithError
+from certsmith.errors import CertsmithError, ConfigError
 
 ACME_ERROR_PREFIX = "urn:ietf:params:acme:error:"
 
@@ -20,11 +22,80 @@ class AcmeError(CertsmithError):
 
 
 class TransportError(AcmeError):
-    """The CA could not be reached, or its TLS certificate is not trusted."""
+    """The CA could not be reached: no connection, a failed TLS handshake, a time-out."""
+
+    def __init__(self, message: str, *, method: str, url: str) -> None:
+        self.method = method
+        self.url = url
+        super().__init__(message)
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the request that failed."""
+        return urlsplit(self.url).netloc
+
+
+class RequestTimeout(TransportError):
+    """The CA did not answer in time."""
+
+
+class CertificateVerifyFailed(TransportError):
+    """The CA's TLS certificate could not be verified.
+
+    ``reason`` and ``verify_code`` are OpenSSL's message and ``X509_V_ERR_*`` code (the
+    code is ``None`` when unknown); ``ca_bundle`` is the file of roots that was trusted,
+    or ``None`` for the default roots.
+    """
+
+    def __init__(
+        self, *, method: str, url: str, reason: str, verify_code: int | None = None, ca_bundle: str | None = None
+    ) -> None:
+        self.reason = reason
+        self.verify_code = verify_code
+        self.ca_bundle = ca_bundle
+        trusted = f" with the roots in {ca_bundle}" if ca_bundle else ""
+        message = f"cannot verify the TLS certificate of {urlsplit(url).netloc} ({reason}){trusted}"
+        super().__init__(message, method=method, url=url)
 
 
 class UnexpectedResponse(AcmeError):
     """The CA answered with something RFC 8555 does not allow (bad JSON, missing header...)."""
+
+
+class NotADirectory(UnexpectedResponse):
+    """The directory URL does not serve an ACME directory; ``status`` is its HTTP status."""
+
+    def __init__(self, url: str, problem: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(f"{url} is not an ACME directory: {problem}")
+
+
+class ProfileNotOffered(ConfigError):
+    """A certificate profile was asked for that the CA's directory does not advertise.
+
+    ``offered`` holds the profiles the CA does advertise (empty when it has none).
+    """
+
+    def __init__(self, profile: str, *, directory_url: str, offered: Iterable[str]) -> None:
+        self.profile = profile
+        self.directory_url = directory_url
+        self.offered = tuple(sorted(offered))
+        if self.offered:
+            message = f"profile {profile!r} is not offered by the CA at {directory_url}; it offers: " + ", ".join(
+                self.offered
+            )
+        else:
+            message = f"the CA at {directory_url} advertises no profiles, so profile {profile!r} cannot be requested"
+        super().__init__(message)
+
+
+class IncompleteExternalAccountBinding(ConfigError):
+    """External account binding needs both ``eab_kid`` and ``eab_hmac_key``; ``missing`` names the absent one."""
+
+    def __init__(self, missing: str) -> None:
+        self.missing = missing
+        super().__init__(f"external account binding needs both eab_kid and eab_hmac_key; {missing} is missing")
 
 
 class PollTimeout(AcmeError):
@@ -94,27 +165,52 @@ class Problem:
 
 
 class ProblemError(AcmeError):
-    """The CA answered with a problem document."""
+    """The CA answered with a problem document.
+
+    ``links`` are the response's ``Link`` entries as ``(absolute url, rel)``.
+    """
 
     hint = ""
 
-    def __init__(self, problem: Problem, *, method: str = "", url: str = "", status: int | None = None) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        links: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.problem = problem
         self.method = method
         self.url = url
         self.status = status if status is not None else problem.status
+        self.links = tuple(links)
         message = f"the CA refused {method} {url}: {problem.describe()}" if url else problem.describe()
-        if self.hint:
-            message += f" -- {self.hint}"
+        hint = self.describe_hint()
+        if hint:
+            message += f" -- {hint}"
         super().__init__(message)
+
+    def describe_hint(self) -> str:
+        """What the problem type means, beyond the CA's own detail."""
+        return self.hint
 
     @property
     def type(self) -> str:
         return self.problem.type
 
+    @property
+    def short_type(self) -> str:
+        return self.problem.short_type
+
+    def link(self, rel: str) -> str | None:
+        """The first ``Link`` URL with relation ``rel``."""
+        return next((target for target, link_rel in self.links if link_rel == rel), None)
+
 
 class AccountDoesNotExist(ProblemError):
-    hint = "register an account first: certsmith account register --email you@example.com --agree-tos"
+    hint = "the CA knows no account for this key"
 
 
 class AlreadyRevoked(ProblemError):
@@ -158,7 +254,7 @@ class DnsProblem(ProblemError):
 
 
 class ExternalAccountRequired(ProblemError):
-    hint = "this CA requires external account binding: pass --eab-kid and --eab-hmac-key"
+    hint = "this CA requires external account binding (eab_kid and eab_hmac_key from your account at the CA)"
 
 
 class IncorrectResponse(ProblemError):
@@ -208,7 +304,24 @@ class UnsupportedIdentifier(ProblemError):
 
 
 class UserActionRequired(ProblemError):
-    hint = "the CA requires you to act (often: accept new terms of service with --agree-tos)"
+    """The CA wants a person to act at ``instance``, often to accept new ``terms_of_service``."""
+
+    @property
+    def instance(self) -> str | None:
+        return self.problem.instance
+
+    @property
+    def terms_of_service(self) -> str | None:
+        """The terms the CA asks to accept (RFC 8555 §7.3.3: ``Link rel="terms-of-service"``)."""
+        return self.link("terms-of-service")
+
+    def describe_hint(self) -> str:
+        parts = []
+        if self.terms_of_service:
+            parts.append(f"the CA's terms of service at {self.terms_of_service} must be agreed to")
+        if self.instance:
+            parts.append(f"instructions at {self.instance}")
+        return "; ".join(parts) or "the CA requires you to act before it goes on"
 
 
 class AlreadyReplaced(ProblemError):
@@ -216,7 +329,11 @@ class AlreadyReplaced(ProblemError):
 
 
 class InvalidProfile(ProblemError):
+    """The CA refused the order's profile; ``offered`` holds what its directory advertises."""
+
     hint = "choose one of the profiles the CA's directory advertises"
+
+    offered: tuple[str, ...] = ()
 
 
 PROBLEM_CLASSES: dict[str, type[ProblemError]] = {
@@ -250,12 +367,19 @@ PROBLEM_CLASSES: dict[str, type[ProblemError]] = {
 }
 
 
-def problem_error(problem: Problem, *, method: str = "", url: str = "", status: int | None = None) -> ProblemError:
+def problem_error(
+    problem: Problem,
+    *,
+    method: str = "",
+    url: str = "",
+    status: int | None = None,
+    links: Sequence[tuple[str, str]] = (),
+) -> ProblemError:
     """The :class:`ProblemError` subclass for ``problem.type``."""
     cls = ProblemError
     if problem.type.startswith(ACME_ERROR_PREFIX):
         cls = PROBLEM_CLASSES.get(problem.short_type, ProblemError)
-    return cls(problem, method=method, url=url, status=status)
+    return cls(problem, method=method, url=url, status=status, links=links)
 
 
 class ValidationFailed(AcmeError):

@@ -6,11 +6,12 @@ fields must never break the client.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from certsmith.acme.errors import Problem, UnexpectedResponse
+from certsmith.acme.errors import NotADirectory, Problem, UnexpectedResponse
 from certsmith.crypto import Identifier
 
 
@@ -95,12 +96,10 @@ class Directory:
     @classmethod
     def from_json(cls, url: str, data: Any) -> Directory:
         if not isinstance(data, dict):
-            raise UnexpectedResponse(f"the directory at {url} is not a JSON object")
+            raise NotADirectory(url, "the document is not a JSON object")
         missing = [k for k in ("newNonce", "newAccount", "newOrder") if not isinstance(data.get(k), str)]
         if missing:
-            raise UnexpectedResponse(
-                f"{url} is not an ACME directory (missing {', '.join(missing)}); check --directory"
-            )
+            raise NotADirectory(url, f"it has no {', '.join(missing)}")
         meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
         assert isinstance(meta, dict)
         profiles = meta.get("profiles")
@@ -246,6 +245,38 @@ class Order:
             replaces=_opt_str(data, "replaces"),
             raw=data,
         )
+
+
+@dataclass(frozen=True)
+class RenewalInfo:
+    """The CA's renewal window for one certificate (RFC 9773 §4.2)."""
+
+    window_start: datetime.datetime
+    window_end: datetime.datetime
+    explanation_url: str | None = None
+
+    @classmethod
+    def from_json(cls, url: str, data: Any) -> RenewalInfo:
+        window = data.get("suggestedWindow") if isinstance(data, dict) else None
+        if not isinstance(window, dict):
+            raise UnexpectedResponse(f"{url} answered without a suggestedWindow object")
+        try:
+            start = _timestamp(window["start"])
+            end = _timestamp(window["end"])
+        except (KeyError, TypeError, ValueError):
+            raise UnexpectedResponse(f"{url} answered with a suggestedWindow whose start or end is not a time") from None
+        if end < start:
+            raise UnexpectedResponse(f"{url} answered with a suggestedWindow that ends before it starts")
+        return cls(start, end, _opt_str(data, "explanationURL"))
+
+
+def _timestamp(value: Any) -> datetime.datetime:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no time zone")
+    return moment.astimezone(datetime.UTC)
 
 
 @dataclass(frozen=True)

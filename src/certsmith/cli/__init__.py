@@ -91,31 +91,46 @@ class Context:
 
 
 def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine, turning certsmith errors into one line and exit status 1."""
+    """Run a coroutine, turning certsmith errors into one line (with advice) and exit status 1.
+
+    Verbosity: ``-v`` info, ``-vv`` debug, ``-vvv`` also every ACME request and response
+    (logger ``certsmith.wire``). Registered secrets are masked in every log line.
+    """
     import asyncio
     import logging
 
+    from certsmith._redact import RedactingFormatter
     from certsmith.errors import CertsmithError
 
     level = logging.WARNING if ctx.verbosity <= 0 else logging.INFO if ctx.verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if ctx.verbosity < 2:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("certsmith.wire").setLevel(logging.DEBUG if ctx.verbosity >= 3 else logging.INFO)
+    for noisy in ("httpx", "httpcore"):  # certsmith.wire shows the exchange; the HTTP library's own log only repeats it
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return asyncio.run(coro_factory())
     except CertsmithError as exc:
         from certsmith.cli.advice import advice
 
-        hint = advice(exc)
-        _fail(ctx, f"{exc}; {hint}" if hint else str(exc))
+        _fail(ctx, str(exc), advice=advice(exc))
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", status=130)
 
 
-def _fail(ctx: Context, message: str, status: int = 1) -> NoReturn:
+def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
+    """Print the error (and the advice, when there is some) on stderr, and as JSON with ``--json``; exit."""
+    from certsmith._redact import redact
+
+    message = redact(message)
     if ctx.json:
-        click.echo(json.dumps({"ok": False, "error": message}, indent=2))
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+        document: dict[str, Any] = {"ok": False, "error": message}
+        if advice:
+            document["advice"] = advice
+        click.echo(json.dumps(document, indent=2))
+    line = f"{message}; {advice}" if advice else message
+    click.echo(click.style("error: ", fg="red", bold=True) + line, err=True)
     raise SystemExit(status)
 
 
@@ -148,7 +163,12 @@ pass_ctx = click.make_pass_decorator(Context)
     help="KEY=VALUE file of provider secrets for unattended runs (0600; default /etc/certsmith/env for root).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More detail on stderr: -v info, -vv debug, -vvv also every ACME request and response (secrets masked).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.version_option(package_name="certsmith", prog_name="certsmith")
 @click.pass_context

@@ -1,22 +1,82 @@
-"""Turn facts raised by the library into advice that names the command line's flags.
+"""What to type next: the facts the ACME layer raises, turned into advice that names flags.
 
-Lower layers say what failed in their own terms (a URL, a problem type, a parameter
-name); only here do flags and commands appear.
+The protocol layer says what failed (the host whose certificate did not verify, the
+profiles the CA offers, the problem type, the URL to visit); only the command line
+knows which flag changes that, so the flag names live here and nowhere below.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 from certsmith.errors import AccountError
+
+if TYPE_CHECKING:
+    from certsmith.acme.errors import CertificateVerifyFailed
+
+EAB_FLAGS = (
+    "pass --eab-kid and --eab-hmac-key (or CERTSMITH_EAB_KID / CERTSMITH_EAB_HMAC_KEY) from your account at the CA"
+)
+REGISTER = "register an account first: certsmith account register --email you@example.com --agree-tos"
+CHECK_DIRECTORY = "check --directory: it must be the URL of the CA's ACME directory or a CA name from certsmith --help"
+
+_ACCOUNT_ADVICE = {
+    "missing": "run 'certsmith account register --email you@example.com --agree-tos', "
+    "or add --email and --agree-tos to this command",
+    "not-valid": "register a new account with 'certsmith account register'",
+    "terms-not-agreed": "add --agree-tos to accept them",
+    "eab-required": EAB_FLAGS,
+}
+
+# OpenSSL's X509_V_ERR_* codes for a certificate that is not valid for the host or IP address asked for.
+_NAME_MISMATCH_CODES = frozenset({62, 64})
+_EXPIRED_CODE = 10
 
 
 def advice(exc: BaseException) -> str | None:
-    """One line telling a command-line user what to do about ``exc``, or ``None``."""
+    """One line of advice naming flags for ``exc``, or ``None`` when there is nothing to add."""
     if isinstance(exc, AccountError):
-        return {
-            "missing": "run 'certsmith account register --email you@example.com --agree-tos', "
-            "or add --email and --agree-tos to this command",
-            "not-valid": "register a new account with 'certsmith account register'",
-            "terms-not-agreed": "add --agree-tos to accept them",
-            "eab-required": "pass --eab-kid and --eab-hmac-key (or set CERTSMITH_EAB_KID and CERTSMITH_EAB_HMAC_KEY)",
-        }.get(exc.reason)
+        return _ACCOUNT_ADVICE.get(exc.reason)
+    if "certsmith.acme.errors" not in sys.modules:
+        return None  # nothing from the ACME layer ran, so it raised nothing; keeps error paths light
+    from certsmith.acme import errors
+
+    if isinstance(exc, errors.CertificateVerifyFailed):
+        return _untrusted_certificate(exc)
+    if isinstance(exc, errors.RequestTimeout):
+        return None
+    if isinstance(exc, errors.TransportError):
+        return f"check --directory and that {exc.host} can be reached from here"
+    if isinstance(exc, errors.NotADirectory):
+        return CHECK_DIRECTORY
+    if isinstance(exc, errors.ProfileNotOffered | errors.InvalidProfile):
+        return _profiles(exc.offered)
+    if isinstance(exc, errors.IncompleteExternalAccountBinding | errors.ExternalAccountRequired):
+        return EAB_FLAGS
+    if isinstance(exc, errors.AccountDoesNotExist):
+        return REGISTER
+    if isinstance(exc, errors.UserActionRequired):
+        if exc.instance:
+            return f"follow the CA's instructions at {exc.instance}, then run the command again"
+        return "add --agree-tos to accept the CA's terms of service"
+    if isinstance(exc, errors.RateLimited) and exc.retry_after is not None:
+        minutes = max(1, round(exc.retry_after / 60))
+        return f"the CA asks to wait about {minutes} minute{'s' if minutes != 1 else ''} before trying again"
     return None
+
+
+def _untrusted_certificate(exc: CertificateVerifyFailed) -> str:
+    if exc.verify_code in _NAME_MISMATCH_CODES:
+        return f"the certificate served at {exc.host} is for another name; check --directory"
+    if exc.verify_code == _EXPIRED_CODE:
+        return "check this machine's clock; if it is right, the CA's TLS certificate has expired"
+    if exc.ca_bundle:
+        return "that file does not hold the CA's root; pass the right one with --ca-bundle FILE"
+    return "if the CA uses a private root, pass it with --ca-bundle FILE"
+
+
+def _profiles(offered: tuple[str, ...]) -> str:
+    if not offered:
+        return "drop --profile"
+    return "choose --profile from: " + ", ".join(offered)
