@@ -264,7 +264,7 @@ class RenewalInfo:
             start = _timestamp(window["start"])
             end = _timestamp(window["end"])
         except (KeyError, TypeError, ValueError):
-            raise UnexpectedResponse(f"{url} answered with a suggestedWindow whose start or end is not a time") from None
+            raise UnexpectedResponse(f"{url} answered with a suggestedWindow without valid times") from None
         if end < start:
             raise UnexpectedResponse(f"{url} answered with a suggestedWindow that ends before it starts")
         return cls(start, end, _opt_str(data, "explanationURL"))
