@@ -491,7 +491,7 @@ def run_once(
 ) -> RunResult:
     workdir = root / f"{scenario.key}-{repetition}"
     (workdir / "client").mkdir(parents=True)
-    pebble = PebbleServer(workdir=workdir / "pebble", env=PEBBLE_ENV)
+    pebble = PebbleServer(workdir=workdir / "pebble", env=PEBBLE_ENV, version="2.4")
     pebble.start()
     try:
         batch = Batch(

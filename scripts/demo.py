@@ -1,6 +1,7 @@
 """``make demo``: issue a real certificate from a local Pebble and show the result.
 
-Starts Pebble with pebble-challtestsrv as its DNS on free loopback ports, runs the
+Starts Pebble 2.10 (built by ``scripts/bootstrap.sh``; Debian's 2.4 when it is missing)
+with pebble-challtestsrv as its DNS on free loopback ports, runs the
 ``certsmith`` command exactly as a user would (register, then issue two names over
 the built-in http-01 server), prints where the files are and what the certificate
 says, and stops everything it started.
@@ -16,9 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-from certsmith.testing.pebble import PebbleServer
+from certsmith.testing.pebble import PebbleNotFound, PebbleServer, PebbleVersion, find_pebble
 
 DEMO_NAMES = ("demo.certsmith.test", "www.demo.certsmith.test")
+
+
+def available_pebble() -> PebbleVersion:
+    """Pebble 2.10 when it is installed, else Debian's 2.4 (saying so); exits when neither is."""
+    try:
+        return find_pebble("2.10").version
+    except PebbleNotFound as modern:
+        try:
+            fallback = find_pebble("2.4").version
+        except PebbleNotFound as debian:
+            raise SystemExit(f"demo: no Pebble to run.\n  {modern}\n  {debian}") from None
+        print(f"demo: {modern}\n  Using Debian's Pebble 2.4 instead.", file=sys.stderr)
+        return fallback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir).resolve()
 
-    print("Starting Pebble and pebble-challtestsrv on 127.0.0.1 ...", file=sys.stderr)
-    with PebbleServer() as pebble:
+    version = available_pebble()
+    print(f"Starting Pebble {version} and pebble-challtestsrv on 127.0.0.1 ...", file=sys.stderr)
+    with PebbleServer(version=version) as pebble:
         base = [
             sys.executable, "-m", "certsmith",
             "--directory", pebble.directory_url,

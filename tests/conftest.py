@@ -1,11 +1,16 @@
-"""Session fixtures: one Pebble (with pebble-challtestsrv as its DNS) for the whole run.
+"""Session fixtures: one Pebble 2.10 (the main server) and one Debian Pebble 2.4 (the
+compatibility set), each with pebble-challtestsrv as its DNS and started once per run.
 
-Pebble keeps its default 5% nonce rejection; it offers alternate chains so the
-preferred-chain test needs no second server.
+Both keep Pebble's default 5% nonce rejection. The 2.10 server offers alternate chains
+(so the preferred-chain test needs no second server) and the profiles in ``PROFILES``.
+Pebble gives an order that names no profile one chosen at random: every profile here
+outlives any test, so tests that don't care about lifetime need not name one; a test that
+asserts on lifetime or on whether renewal is due names one (``--profile default``).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -15,17 +20,40 @@ from pathlib import Path
 
 import pytest
 
-from certsmith.testing.pebble import PebbleServer
+from certsmith.testing.pebble import PebbleProfile, PebbleServer
 
 CERTSMITH = [sys.executable, "-m", "certsmith.cli"]
+
+PROFILES = {
+    "default": PebbleProfile("90 days, like Let's Encrypt's classic profile", datetime.timedelta(days=90)),
+    "shortlived": PebbleProfile("160 hours, like Let's Encrypt's shortlived", datetime.timedelta(hours=160)),
+    # For renewal tests: certsmith's lifetime rule (less than half left under 10 days) makes it due
+    # after 30 minutes, and Pebble's ARI window spans its whole hour, so only the client's random
+    # choice inside the window decides. No certificate can be due the moment it is issued (Pebble
+    # does not backdate); force that with pebble.set_renewal_info or a revocation.
+    "tiny": PebbleProfile("1 hour, for renewal tests", datetime.timedelta(hours=1)),
+}
 
 
 @pytest.fixture(scope="session")
 def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    """Pebble 2.10 with ARI and ``PROFILES``."""
     server = PebbleServer(
         workdir=tmp_path_factory.mktemp("pebble"),
         env={"PEBBLE_ALTERNATE_ROOTS": "2", "PEBBLE_CHAIN_LENGTH": "3"},
+        profiles=PROFILES,
     )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    """Debian's Pebble 2.4: no ARI, no profiles, certificates valid for five years."""
+    server = PebbleServer(workdir=tmp_path_factory.mktemp("pebble24"), version="2.4")
     server.start()
     try:
         yield server

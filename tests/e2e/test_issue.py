@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 import stat
@@ -39,7 +40,9 @@ def test_single_name_http01_issue_show_list(registered_cli: Cli, tmp_path: Path)
 
     shown = json.loads(cli.run("--json", "show", "single.example.com").stdout)
     assert shown["names"] == ["single.example.com"] and shown["key_type"] == "ec256"
-    assert shown["days_left"] > 0 and shown["issuer"]
+    # Pebble 2.10 picks a random profile, so compare with the leaf instead of a fixed lifetime.
+    assert shown["days_left"] == (leaf.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).days
+    assert shown["issuer"]
     listed = json.loads(cli.run("--json", "list").stdout)
     assert [c["name"] for c in listed["certificates"]] == ["single.example.com"]
     human = cli.run("list").stdout
@@ -143,7 +146,7 @@ def test_renew_not_due_then_forced_with_deploy_hook(registered_cli: Cli, tmp_pat
     cli = registered_cli
     marker = tmp_path / "deployed"
     hook = f"echo \"$CERTSMITH_NAME $RENEWED_DOMAINS\" >> {marker}"
-    cli.run("issue", "-d", "renew.example.com", "--deploy-hook", hook, *cli.http_args())
+    cli.run("issue", "-d", "renew.example.com", "--profile", "default", "--deploy-hook", hook, *cli.http_args())
     first = lineage_dir(cli, "renew.example.com")
     first_serial = verify_chain(cli.pebble, first, tmp_path).serial_number
     assert marker.read_text().split("\n")[0] == "renew.example.com renew.example.com"
@@ -365,13 +368,6 @@ def test_dns_list_shows_every_provider(cli: Cli) -> None:
     assert any(v["name"] == "EXEC_PATH" and v["required"] for v in by_name["exec"]["env"])
     human = cli.run("dns", "list").stdout
     assert "EXEC_PATH" in human and "RFC2136_NAMESERVER" in human
-
-
-def test_profile_is_refused_when_the_ca_advertises_none(registered_cli: Cli) -> None:
-    cli = registered_cli
-    result = cli.run("issue", "-d", "profile.example.com", "--profile", "shortlived", *cli.http_args(), check=False)
-    assert result.returncode == 1 and "advertises no profiles" in result.stderr, result.stderr
-    assert not (cli.state_dir / "certificates" / "profile.example.com").exists()
 
 
 def test_ctrl_c_during_propagation_removes_the_records(registered_cli: Cli, tmp_path: Path) -> None:
