@@ -24,7 +24,15 @@ from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
 from certsmith.acme.client import AcmeClient, certificate_der
-from certsmith.acme.errors import AlreadyReplaced, Malformed, OrderNotReady, ProfileNotOffered, ValidationFailed
+from certsmith.acme.errors import (
+    AlreadyReplaced,
+    Malformed,
+    OrderNotReady,
+    ProfileNotOffered,
+    ServerInternal,
+    Unauthorized,
+    ValidationFailed,
+)
 from certsmith.acme.resources import Authorization, AuthorizationStatus, CertificateChain, Order, OrderStatus
 from certsmith.challenges.base import ChallengeJob
 from certsmith.crypto import (
@@ -125,6 +133,7 @@ class Manager:
         self.accounts = Accounts(store, on_event=on_event)
         self.accounts.trust(directory_url, self.ca_bundle)
         self.solvers = SolverPool(self.env)
+        self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:
         return self
@@ -196,11 +205,13 @@ class Manager:
             if request.preferred_profile in offered:
                 return replace(request, profile=request.preferred_profile)
             listed = ", ".join(sorted(offered)) or "none"
-            self.event(
-                "warning",
+            warning = (
                 f"the CA does not offer the profile {request.preferred_profile!r} (it offers: {listed}); "
-                "using its default",
+                "using its default"
             )
+            if warning not in self._warned:  # preflight runs again inside issue()
+                self._warned.add(warning)
+                self.event("warning", warning)
         return request
 
     async def issue(self, request: CertificateRequest, *, force: bool = True) -> IssueResult:
@@ -227,7 +238,7 @@ class Manager:
             else:
                 key = await self._certificate_key(name, previous, request)
                 csr_der = make_csr(key, identifiers)
-            replaces = previous.cert_id if previous is not None and previous.directory_url == directory_url else ""
+            replaces = _replaceable(previous, directory_url, identifiers)
             chain = await self._obtain(client, identifiers, csr_der, request, replaces=replaces)
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
@@ -377,9 +388,7 @@ class Manager:
         if replaces:
             try:
                 order = await client.new_order(identifiers, profile=request.profile, replaces=replaces)
-            except (AlreadyReplaced, Malformed) as exc:
-                if isinstance(exc, Malformed) and "replace" not in str(exc).lower():
-                    raise
+            except (AlreadyReplaced, Malformed, Unauthorized, ServerInternal) as exc:
                 self.event("warning", f"{label}: the CA refused to mark this order as a replacement ({exc}); "
                            "ordering without it")
             else:
@@ -569,3 +578,25 @@ class Manager:
         self.store.save_state(name, replace(state or RenewalState(version=meta.version), revoked_at=revoked_at))
         self.event("revoked", f"{name}: certificate {meta.serial} revoked ({reason})")
         return {"name": name, "serial": meta.serial, "reason": reason, "revoked": True}
+
+
+    async def delete(self, name: str, *, revoke: bool = False, reason: str = "unspecified") -> dict[str, Any]:
+        """Remove lineage ``name`` with every version, revoking its certificate first when asked.
+
+        Refused while another process holds the lineage (it may be renewing it).
+        """
+        if self.store.load_meta(name) is None:
+            raise ConfigError(f"no certificate named {name!r}")
+        async with self.store.alock(name, wait=0.0):
+            revoked = await self.revoke(name, reason=reason) if revoke else None
+            location = self.store.location(name)
+            self.store.delete_lineage(name)
+        self.event("deleted", f"{name}: deleted {location}")
+        return {"name": name, "deleted": True, "revoked": revoked is not None}
+
+
+def _replaceable(previous: LineageMeta | None, directory_url: str, identifiers: Sequence[Identifier]) -> str:
+    """The ARI CertID a new order may claim to replace: same CA and at least one name in common (RFC 9773 §5)."""
+    if previous is None or not previous.cert_id or previous.directory_url != directory_url:
+        return ""
+    return previous.cert_id if set(previous.names) & {i.value for i in identifiers} else ""

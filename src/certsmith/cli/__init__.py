@@ -299,7 +299,8 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--csr", type=click.Path(dir_okay=False), help="Use this CSR (PEM or DER) instead of a new key.")
 @click.option("--reuse-key", is_flag=True, help="Keep the lineage's private key on renewal.")
 @click.option("--preferred-chain", metavar="ISSUER_CN", help="Prefer the chain whose top issuer has this CN.")
-@click.option("--profile", help="Certificate profile, when the CA offers profiles.")
+@click.option("--profile", help="Certificate profile the CA must offer (refused before anything is sent otherwise).")
+@click.option("--preferred-profile", metavar="PROFILE", help="Ask for this profile when offered, else the default.")
 @click.option("--deploy-hook", metavar="CMD", help="Shell command run after the certificate is stored.")
 @click.option("--email", "-m", multiple=True, help="Register an account with this contact if none exists.")
 @click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service when registering.")
@@ -323,6 +324,7 @@ def issue(
     reuse_key: bool,
     preferred_chain: str | None,
     profile: str | None,
+    preferred_profile: str | None,
     deploy_hook: str | None,
     email: tuple[str, ...],
     agree_tos: bool,
@@ -377,10 +379,11 @@ def issue(
             reuse_key=reuse_key,
             preferred_chain=preferred_chain,
             profile=profile,
+            preferred_profile=preferred_profile,
             deploy_hook=deploy_hook,
         )
         async with ctx.manager() as manager:
-            manager.identifiers_for(request)  # refuse bad names before any network or disk activity
+            request = await manager.preflight(request)  # nothing is registered or ordered before this passes
             await manager.accounts.ensure(
                 manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos,
                 eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
@@ -476,6 +479,29 @@ def revoke(ctx: Context, name: str, reason: str) -> None:
 
     result = _run(ctx, run)
     ctx.emit(result, lambda: click.echo(f"{name}: certificate {result['serial']} revoked ({reason})"))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--revoke", "revoke_first", is_flag=True, help="Revoke the current certificate first.")
+@click.option("--reason", type=click.Choice(list(REVOCATION_REASONS)), default="unspecified", show_default=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def delete(ctx: Context, name: str, revoke_first: bool, reason: str, yes: bool) -> None:
+    """Delete lineage NAME and every version of it (refused while it is being renewed)."""
+    lineage = _lineage_names((name,))[0]
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(ctx, f"deleting {lineage!r} needs confirmation; add --yes")
+        click.confirm(f"Delete {lineage} and all its versions{' after revoking it' if revoke_first else ''}?",
+                      abort=True, err=True)
+
+    async def run() -> dict[str, Any]:
+        async with ctx.manager() as manager:
+            return {"ok": True, **await manager.delete(lineage, revoke=revoke_first, reason=reason)}
+
+    result = _run(ctx, run)
+    ctx.emit(result, lambda: click.echo(f"{lineage}: deleted" + (" (revoked first)" if result["revoked"] else "")))
 
 
 def _lineage_names(names: tuple[str, ...]) -> list[str]:
