@@ -232,6 +232,10 @@ class Manager:
                 keep = self._keep_reason(previous, request, identifiers, directory_url)
                 if keep is not None:
                     return self._kept(previous, keep)
+            wanted = [i.value for i in identifiers]
+            if previous is not None and set(previous.names) != set(wanted):
+                self.event("names", f"{name}: replacing the certificate for {', '.join(previous.names)} "
+                           f"with one for {', '.join(wanted)}")
             key: PrivateKey | None = None
             if request.csr_der is not None:
                 csr_der = request.csr_der
