@@ -15,7 +15,6 @@ from certsmith.testing.pebble import PebbleServer
 from tests.conftest import CERTSMITH, Cli, clean_env
 
 
-
 def lineage_dir(cli: Cli, name: str) -> Path:
     return cli.state_dir / "certificates" / name
 
