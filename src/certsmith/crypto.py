@@ -8,11 +8,11 @@ are parsed strictly: a PEM block that is not a CERTIFICATE is rejected (RFC 8555
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -71,12 +71,22 @@ def load_private_key(data: bytes, source: str = "private key") -> PrivateKey:
     return key
 
 
+class IdentifierType(StrEnum):
+    """The identifier types certsmith certifies: DNS names (RFC 8555) and IP addresses (RFC 8738)."""
+
+    DNS = "dns"
+    IP = "ip"
+
+
 @dataclass(frozen=True, order=True)
 class Identifier:
-    """An ACME identifier (RFC 8555 §7.1.4, RFC 8738)."""
+    """An ACME identifier (RFC 8555 §7.1.4, RFC 8738); ``ValueError`` for another type."""
 
-    type: str  # "dns" or "ip"
+    type: IdentifierType
     value: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", IdentifierType(self.type))
 
     def to_json(self) -> dict[str, str]:
         return {"type": self.type, "value": self.value}
@@ -97,7 +107,7 @@ def parse_identifier(name: str) -> Identifier:
     if not text:
         raise ConfigError("empty domain name")
     try:
-        return Identifier("ip", str(ipaddress.ip_address(text.strip("[]"))))
+        return Identifier(IdentifierType.IP, str(ipaddress.ip_address(text.strip("[]"))))
     except ValueError:
         pass
     wildcard = text.startswith("*.")
@@ -114,7 +124,7 @@ def parse_identifier(name: str) -> Identifier:
         raise ConfigError(f"{name!r} is not a valid domain name (need at least two labels of a-z, 0-9, -)")
     if labels[-1].isdigit():
         raise ConfigError(f"{name!r} is not a valid domain name or IP address")
-    return Identifier("dns", ("*." if wildcard else "") + ascii_host)
+    return Identifier(IdentifierType.DNS, ("*." if wildcard else "") + ascii_host)
 
 
 def parse_identifiers(names: Iterable[str]) -> list[Identifier]:
@@ -185,10 +195,6 @@ def split_pem_chain(data: bytes) -> list[x509.Certificate]:
     return certs
 
 
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def issuer_common_name(cert: x509.Certificate) -> str:
     """The issuer's CN, or the whole issuer DN when there is no CN."""
     names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -196,14 +202,6 @@ def issuer_common_name(cert: x509.Certificate) -> str:
         value = names[0].value
         return value if isinstance(value, str) else value.decode()
     return cert.issuer.rfc4514_string()
-
-
-def not_after(cert: x509.Certificate) -> datetime.datetime:
-    return cert.not_valid_after_utc
-
-
-def not_before(cert: x509.Certificate) -> datetime.datetime:
-    return cert.not_valid_before_utc
 
 
 def ari_cert_id(cert: x509.Certificate) -> str:

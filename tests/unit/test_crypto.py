@@ -98,3 +98,12 @@ def test_ari_cert_id_matches_rfc9773_example() -> None:
         .sign(issuer_key, hashes.SHA256())
     )
     assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+def test_identifier_types_are_an_enum_and_others_are_refused() -> None:
+    from certsmith.crypto import IdentifierType
+
+    assert Identifier("dns", "a.test").type is IdentifierType.DNS
+    assert parse_identifier("192.0.2.1").type is IdentifierType.IP
+    with pytest.raises(ValueError):
+        Identifier("email", "a@b.test")  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 from certsmith.acme.errors import NotADirectory, Problem, UnexpectedResponse
-from certsmith.crypto import Identifier
+from certsmith.crypto import Identifier, IdentifierType
 
 
 def _str(data: dict[str, Any], key: str, default: str = "") -> str:
@@ -28,7 +28,10 @@ def _opt_str(data: dict[str, Any], key: str) -> str | None:
 def _identifier(data: Any) -> Identifier:
     if not isinstance(data, dict) or not isinstance(data.get("value"), str):
         raise UnexpectedResponse(f"the CA sent an identifier that is not an object with a value: {data!r}")
-    return Identifier(str(data.get("type", "dns")), data["value"])
+    try:
+        return Identifier(IdentifierType(str(data.get("type", "dns"))), data["value"])
+    except ValueError:
+        raise UnexpectedResponse(f"the CA sent an identifier of a type certsmith never asks for: {data!r}") from None
 
 
 class _TolerantStatus(StrEnum):
@@ -42,10 +45,11 @@ class _TolerantStatus(StrEnum):
             return cls("unknown")
 
 
-class AccountStatus(StrEnum):
+class AccountStatus(_TolerantStatus):
     VALID = "valid"
     DEACTIVATED = "deactivated"
     REVOKED = "revoked"
+    UNKNOWN = "unknown"
 
 
 class OrderStatus(_TolerantStatus):
@@ -124,7 +128,7 @@ class Directory:
 @dataclass(frozen=True)
 class Account:
     url: str
-    status: str
+    status: AccountStatus
     contact: tuple[str, ...] = ()
     orders: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -135,7 +139,7 @@ class Account:
         contact = data.get("contact")
         return cls(
             url=url,
-            status=_str(data, "status", "valid"),
+            status=AccountStatus.parse(data.get("status", "valid")),
             contact=tuple(str(c) for c in contact) if isinstance(contact, list) else (),
             orders=_opt_str(data, "orders"),
             raw=data,
