@@ -61,12 +61,26 @@ def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]
         server.stop()
 
 
+# Variables that would let a developer's own settings leak into a test: certsmith's, the DNS
+# providers', and the TLS trust overrides.
+_LEAKY_PREFIXES = ("CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_")
+_LEAKY_NAMES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without the developer's certsmith, provider and trust variables."""
+    for name in list(os.environ):
+        if name.startswith(_LEAKY_PREFIXES) or name in _LEAKY_NAMES:
+            monkeypatch.delenv(name)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The process environment without certsmith and CA-bundle variables, plus ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("CERTSMITH_") and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+        if not k.startswith(_LEAKY_PREFIXES) and k not in _LEAKY_NAMES
     }
     env.update(extra)
     return env

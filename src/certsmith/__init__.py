@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from certsmith.acme import AcmeClient, AcmeError, Problem, ProblemError
     from certsmith.api import issue, renew
     from certsmith.crypto import Identifier, generate_key, make_csr
-    from certsmith.errors import CertsmithError, ConfigError, DnsError
+    from certsmith.errors import AccountError, CertsmithError, ConfigError, DnsError, LockedError, StorageError
     from certsmith.manager import IssueResult, Manager, RenewOutcome
     from certsmith.settings import CertificateRequest, ChallengeSettings
     from certsmith.storage.base import Store
@@ -31,7 +31,10 @@ _EXPORTS = {
     "Identifier": "certsmith.crypto",
     "generate_key": "certsmith.crypto",
     "make_csr": "certsmith.crypto",
+    "AccountError": "certsmith.errors",
     "CertsmithError": "certsmith.errors",
+    "LockedError": "certsmith.errors",
+    "StorageError": "certsmith.errors",
     "ConfigError": "certsmith.errors",
     "DnsError": "certsmith.errors",
     "CertificateRequest": "certsmith.settings",
@@ -44,6 +47,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AccountError",
     "AcmeClient",
     "AcmeError",
     "CertificateRequest",
@@ -54,10 +58,12 @@ __all__ = [
     "FileStore",
     "Identifier",
     "IssueResult",
+    "LockedError",
     "Manager",
     "Problem",
     "ProblemError",
     "RenewOutcome",
+    "StorageError",
     "Store",
     "generate_key",
     "issue",

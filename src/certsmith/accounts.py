@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import DEFAULT_KEY_TYPE
 from certsmith._time import format_time, utc_now
@@ -21,6 +21,9 @@ from certsmith.acme.resources import Directory
 from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
 from certsmith.storage.base import Store, StoredAccount
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("certsmith")
 
@@ -36,11 +39,18 @@ def mailto(email: str) -> str:
 
 
 class Accounts:
-    """The accounts of every CA in one store, and one ACME client per CA."""
+    """The accounts of every CA in one store, and one ACME client per CA.
 
-    def __init__(self, store: Store, *, on_event: EventSink | None = None) -> None:
+    ``http`` is an ``httpx.AsyncClient`` the ACME clients share (a proxy, a test
+    transport); by default each CA's client has its own.
+    """
+
+    def __init__(
+        self, store: Store, *, on_event: EventSink | None = None, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.store = store
         self._on_event = on_event
+        self._http = http
         self._clients: dict[str, AcmeClient] = {}
         self._ca_bundles: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -87,7 +97,11 @@ class Accounts:
                 account = self._usable(directory_url)
                 key = load_private_key(account.key_pem, "the stored account key")
                 client = AcmeClient(
-                    directory_url, key, account_url=account.url, ca_bundle=self._bundle(directory_url, ca_bundle)
+                    directory_url,
+                    key,
+                    account_url=account.url,
+                    ca_bundle=self._bundle(directory_url, ca_bundle),
+                    http=self._http,
                 )
                 self._clients[directory_url] = client
             return client
@@ -97,7 +111,8 @@ class Accounts:
         if directory_url in self._clients or self.stored(directory_url) is not None:
             return await (await self.client(directory_url, ca_bundle)).directory()
         key = await asyncio.to_thread(generate_key, DEFAULT_KEY_TYPE)
-        async with AcmeClient(directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle)) as anonymous:
+        bundle = self._bundle(directory_url, ca_bundle)
+        async with AcmeClient(directory_url, key, ca_bundle=bundle, http=self._http) as anonymous:
             return await anonymous.directory()
 
     async def register(
@@ -118,7 +133,7 @@ class Accounts:
             if existing is not None and existing.status == "valid":
                 return existing
             key = await asyncio.to_thread(generate_key, key_type)
-            client = AcmeClient(directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle))
+            client = AcmeClient(directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle), http=self._http)
             try:
                 directory = await client.directory()
                 if directory.external_account_required and not (eab_kid and eab_hmac_key):

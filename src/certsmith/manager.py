@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import format_time, utc_now
@@ -60,6 +60,9 @@ from certsmith.policy import (
 from certsmith.settings import CertificateRequest, ChallengeSettings, lineage_name_for
 from certsmith.solvers import SolverPool
 from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, Store, validate_lineage_name
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("certsmith")
 
@@ -112,7 +115,11 @@ class RenewOutcome:
 
 
 class Manager:
-    """Issue, renew and revoke with one store; new lineages go to ``directory_url``."""
+    """Issue, renew and revoke with one store; new lineages go to ``directory_url``.
+
+    ``clock`` gives "now" for every decision (tests pass a fixed one); ``http`` is an
+    ``httpx.AsyncClient`` shared by the ACME clients (a proxy, a test transport).
+    """
 
     def __init__(
         self,
@@ -123,6 +130,7 @@ class Manager:
         env: Mapping[str, str] | None = None,
         on_event: EventSink | None = None,
         clock: Clock = utc_now,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.store = store
         self.directory_url = directory_url
@@ -130,7 +138,7 @@ class Manager:
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
         self._on_event = on_event
-        self.accounts = Accounts(store, on_event=on_event)
+        self.accounts = Accounts(store, on_event=on_event, http=http)
         self.accounts.trust(directory_url, self.ca_bundle)
         self.solvers = SolverPool(self.env)
         self._warned: set[str] = set()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import certsmith
 from certsmith.settings import ChallengeSettings
 from certsmith.testing.pebble import PebbleServer
@@ -21,6 +23,7 @@ def test_issue_facade(pebble: PebbleServer, tmp_path: Path) -> None:
         email=["lib@example.com"],
         agree_tos=True,
         challenge=ChallengeSettings(http_port=pebble.http_port),
+        profile="default",  # 90 days: not due right after issuance, whatever Pebble would pick
     )
     assert result.names == ("lib.example.com", "www.lib.example.com")
     leaf = verify_chain(pebble, result.directory, tmp_path)
@@ -32,9 +35,20 @@ def test_issue_facade(pebble: PebbleServer, tmp_path: Path) -> None:
     assert outcomes[0].reason.startswith("not due")
 
 
-def test_public_api_is_explicit() -> None:
+PUBLIC_API = [
+    "AccountError", "AcmeClient", "AcmeError", "CertificateRequest", "CertsmithError", "ChallengeSettings",
+    "ConfigError", "DnsError", "FileStore", "Identifier", "IssueResult", "LockedError", "Manager", "Problem",
+    "ProblemError", "RenewOutcome", "StorageError", "Store", "generate_key", "issue", "make_csr", "renew",
+]
+
+
+def test_public_api_is_pinned() -> None:
+    """Adding or removing a public name is a decision: change PUBLIC_API and the README with it."""
+    assert sorted(certsmith.__all__) == sorted(PUBLIC_API)
     for name in certsmith.__all__:
         assert getattr(certsmith, name) is not None
+    with pytest.raises(AttributeError):
+        certsmith.not_public  # noqa: B018
 
 
 def test_cli_start_up_imports_no_heavy_modules() -> None:

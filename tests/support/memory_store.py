@@ -1,0 +1,110 @@
+"""An in-memory :class:`certsmith.storage.Store`: proof that the protocol needs no paths, and a fast test double."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+from certsmith._time import format_time, utc_now
+from certsmith.errors import LockedError, StorageError
+from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, StoredAccount, validate_lineage_name
+
+
+class MemoryStore:
+    """Accounts, lineage versions, renewal states and locks in dictionaries.
+
+    ``damaged`` names lineages whose metadata reads as damaged, as a file store's
+    would after someone edited ``meta.json`` by hand.
+    """
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, StoredAccount] = {}
+        self.versions: dict[str, list[tuple[LineageMeta, CertificateFiles]]] = {}
+        self.states: dict[str, RenewalState] = {}
+        self.damaged: set[str] = set()
+        self.held: set[str] = set()
+
+    def location(self, name: str) -> str:
+        return f"memory://{validate_lineage_name(name)}"
+
+    def load_account(self, directory_url: str) -> StoredAccount | None:
+        return self.accounts.get(directory_url)
+
+    def save_account(self, account: StoredAccount) -> None:
+        self.accounts[account.directory_url] = account
+
+    def archive_account_key(self, directory_url: str) -> None:
+        pass
+
+    @contextlib.asynccontextmanager
+    async def account_lock(self, directory_url: str, *, wait: float = 0.0) -> AsyncIterator[None]:
+        async with self._hold("account:" + directory_url, wait):
+            yield
+
+    def lineage_names(self) -> list[str]:
+        return sorted(self.versions)
+
+    def load_meta(self, name: str) -> LineageMeta | None:
+        validate_lineage_name(name)
+        if name in self.damaged:
+            raise StorageError(f"the metadata of {name!r} is damaged")
+        versions = self.versions.get(name)
+        return versions[-1][0] if versions else None
+
+    def load_files(self, name: str, version: int) -> CertificateFiles | None:
+        for meta, files in self.versions.get(name, []):
+            if meta.version == version:
+                return files
+        return None
+
+    def save_certificate(self, meta: LineageMeta, files: CertificateFiles) -> LineageMeta:
+        versions = self.versions.setdefault(validate_lineage_name(meta.name), [])
+        now = format_time(utc_now())
+        stored = replace(
+            meta,
+            version=len(versions) + 1,
+            created_at=versions[0][0].created_at if versions else now,
+            updated_at=now,
+        )
+        versions.append((stored, files))
+        self.damaged.discard(meta.name)
+        return stored
+
+    def load_state(self, name: str) -> RenewalState | None:
+        state, meta = self.states.get(name), self.load_meta(name)
+        return state if state is not None and meta is not None and state.version == meta.version else None
+
+    def save_state(self, name: str, state: RenewalState) -> None:
+        self.states[name] = state
+
+    def delete_lineage(self, name: str) -> None:
+        self.versions.pop(name, None)
+        self.states.pop(name, None)
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
+        if name in self.held:
+            raise LockedError(f"certificate {name!r} is in use")
+        self.held.add(name)
+        try:
+            yield
+        finally:
+            self.held.discard(name)
+
+    def alock(self, name: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._hold(validate_lineage_name(name), wait)
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, key: str, wait: float) -> AsyncIterator[None]:
+        deadline = asyncio.get_running_loop().time() + wait
+        while key in self.held:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise LockedError(f"{key} is in use")
+            await asyncio.sleep(0.01)
+        self.held.add(key)
+        try:
+            yield
+        finally:
+            self.held.discard(key)
