@@ -203,6 +203,8 @@ class Manager:
         self.identifiers_for(request)
         directory_url, ca_bundle = self._ca_of(request)
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
+        if request.challenge.dns_provider and not request.challenge.dns_env:
+            request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
         await self.solvers.get(request.challenge)
         if not (request.profile or request.preferred_profile):
             return request
@@ -221,6 +223,20 @@ class Manager:
                 self._warned.add(warning)
                 self.event("warning", warning)
         return request
+
+    def _public_dns_env(self, request: CertificateRequest) -> tuple[tuple[str, str], ...]:
+        """The DNS provider's non-secret variables set now, to be stored with the lineage for renewal."""
+        from certsmith.dns.base import provider_class
+
+        assert request.challenge.dns_provider is not None
+        public: dict[str, str] = {}
+        for var in provider_class(request.challenge.dns_provider).info.env:
+            if var.secret:
+                continue
+            for name in (var.name, *var.aliases):
+                if self.env.get(name):
+                    public[name] = self.env[name]
+        return tuple(sorted(public.items()))
 
     async def issue(self, request: CertificateRequest, *, force: bool = True) -> IssueResult:
         """Obtain a certificate for ``request`` and store it as its lineage.

@@ -31,7 +31,11 @@ def resolve_directory(value: str | None) -> str:
 
 @dataclass(frozen=True)
 class ChallengeSettings:
-    """How to prove control of the names; stored with the lineage so renewal repeats it."""
+    """How to prove control of the names; stored with the lineage so renewal repeats it.
+
+    ``dns_env`` holds the DNS provider's non-secret variables (e.g. ``EXEC_PATH``) as they
+    were at issue time, so a renewal run needs only the secrets from its environment.
+    """
 
     challenge: str = "http-01"
     http_port: int = 80
@@ -42,6 +46,7 @@ class ChallengeSettings:
     dns_provider: str | None = None
     dns_resolvers: tuple[str, ...] = ()
     propagation_timeout: float | None = None
+    dns_env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.challenge not in CHALLENGE_TYPES:
@@ -55,6 +60,7 @@ class ChallengeSettings:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["dns_resolvers"] = list(self.dns_resolvers)
+        data["dns_env"] = dict(self.dns_env)
         return data
 
     @classmethod
@@ -62,6 +68,11 @@ class ChallengeSettings:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "dns_resolvers" in known:
             known["dns_resolvers"] = tuple(known["dns_resolvers"])
+        if "dns_env" in known:
+            stored = known["dns_env"]
+            if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+                raise ValueError("dns_env must map names to strings")
+            known["dns_env"] = tuple(sorted(stored.items()))
         return cls(**known)
 
     def check_identifiers(self, identifiers: Sequence[Identifier]) -> None:

@@ -21,11 +21,11 @@ def _key(settings: ChallengeSettings) -> tuple[Any, ...]:
         return ("http-01", settings.http_port, settings.http_host, settings.webroot)
     if settings.challenge == "tls-alpn-01":
         return ("tls-alpn-01", settings.tls_port, settings.tls_host)
-    return ("dns-01", settings.dns_provider, settings.dns_resolvers, settings.propagation_timeout)
+    return ("dns-01", settings.dns_provider, settings.dns_resolvers, settings.propagation_timeout, settings.dns_env)
 
 
 def make_solver(settings: ChallengeSettings, env: Mapping[str, str]) -> ChallengeSolver:
-    """A new solver for ``settings``; DNS provider variables come from ``env``."""
+    """A new solver for ``settings``; DNS provider variables come from ``env``, then the lineage's ``dns_env``."""
     if settings.challenge == "http-01":
         from certsmith.challenges.http01 import Http01Solver
 
@@ -40,7 +40,7 @@ def make_solver(settings: ChallengeSettings, env: Mapping[str, str]) -> Challeng
     from certsmith.dns.zone import Resolver
 
     assert settings.dns_provider is not None
-    provider = load_provider(settings.dns_provider, env)
+    provider = load_provider(settings.dns_provider, {**dict(settings.dns_env), **env})
     resolver = Resolver.from_cli(settings.dns_resolvers)
     return Dns01Solver(provider, resolver, propagation_timeout=settings.propagation_timeout)
 

@@ -278,3 +278,38 @@ def test_an_ipv6_address_gets_a_usable_lineage_name(registered_cli: Cli) -> None
     cli = registered_cli
     result = cli.run("issue", "-d", "::1", *cli.http_args(), check=False)
     assert "invalid certificate name" not in result.stderr
+
+
+# -- unattended dns-01: stored non-secret settings and the env file -------------------------
+
+
+def test_an_exec_lineage_renews_with_only_the_env_file(registered_cli: Cli, tmp_path: Path) -> None:
+    from tests.e2e.helpers import hook_calls, write_challtestsrv_hook
+
+    cli = registered_cli
+    srv = cli.pebble.challtestsrv
+    assert srv is not None
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = write_challtestsrv_hook(first_dir, srv.management_url, first_dir / "hook.log")
+    cli.run("issue", "-d", "envfile.example.com", "--dns", "exec", "--dns-resolver", srv.dns_address,
+            env=clean_env(EXEC_PATH=str(first)))
+    stored = meta(cli, "envfile.example.com")["settings"]["challenge"]  # type: ignore[index]
+    assert stored["dns_env"] == {"EXEC_PATH": str(first)}
+
+    # a timer's shell: no variables at all; the stored EXEC_PATH is enough
+    cli.run("renew", "--force", env=clean_env())
+    assert any(call[0] == "present" for call in hook_calls(first_dir / "hook.log"))
+
+    # the hook moved: the env file says where, and wins over what was stored
+    second = write_challtestsrv_hook(second_dir, srv.management_url, second_dir / "hook.log")
+    first.unlink()
+    env_file = tmp_path / "certsmith.env"
+    env_file.write_text(f"# certsmith's unattended settings\nexport EXEC_PATH='{second}'\n")
+    env_file.chmod(0o644)
+    refused = cli.run("--env-file", str(env_file), "renew", "--force", env=clean_env(), check=False)
+    assert refused.returncode == 1 and "chmod 600" in refused.stderr
+    env_file.chmod(0o600)
+    cli.run("--env-file", str(env_file), "renew", "--force", env=clean_env())
+    assert any(call[0] == "present" for call in hook_calls(second_dir / "hook.log"))

@@ -304,7 +304,8 @@ class PebbleServer:
     """A Pebble ACME server on loopback, with pebble-challtestsrv as its resolver.
 
     ``version`` chooses the Pebble (see :data:`PebbleVersion`; ``binaries`` overrides where it is).
-    ``env`` adds Pebble environment knobs (``PEBBLE_WFE_NONCEREJECT`` ...);
+    ``env`` adds Pebble environment knobs (``PEBBLE_WFE_NONCEREJECT`` ...); validation runs
+    without Pebble's random delay and never reuses an authorization unless ``env`` says otherwise;
     ``config`` adds keys to Pebble's JSON config (``externalAccountMACKeys`` ...);
     ``profiles`` are the certificate profiles Pebble 2.10 offers. Without them it offers one,
     ``default`` (90 days); with several, an order that names none gets one chosen at random.
@@ -383,6 +384,9 @@ class PebbleServer:
         config_path.write_text(json.dumps({"pebble": settings}, indent=2))
         process_env = dict(os.environ)
         process_env.setdefault("PEBBLE_VA_NOSLEEP", "1")
+        # Pebble reuses a valid authorization half the time by default; a test that checks what a
+        # solver did must see the challenge every time.
+        process_env.setdefault("PEBBLE_AUTHZREUSE", "0")
         process_env.update(self.env)
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
