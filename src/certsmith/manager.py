@@ -205,7 +205,7 @@ class Manager:
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
         if request.challenge.dns_provider and not request.challenge.dns_env:
             request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
-        await self.solvers.get(request.challenge)
+        await (await self.solvers.get(request.challenge)).prepare()
         if not (request.profile or request.preferred_profile):
             return request
         offered = (await self.accounts.directory(directory_url, ca_bundle)).profiles

@@ -77,11 +77,12 @@ class ChallengeSettings:
 
     def check_identifiers(self, identifiers: Sequence[Identifier]) -> None:
         """Refuse combinations the CA would reject, before anything is ordered."""
+        from certsmith.challenges.base import unsupported_reason
+
         for ident in identifiers:
-            if ident.wildcard and self.challenge != "dns-01":
-                raise ConfigError(f"{ident.value} is a wildcard: wildcards can only be validated with dns-01")
-            if ident.type == "ip" and self.challenge == "dns-01":
-                raise ConfigError(f"{ident.value} is an IP address: use http-01 or tls-alpn-01, not dns-01")
+            reason = unsupported_reason(self.challenge, ident.type, ident.value, wildcard=ident.wildcard)
+            if reason is not None:
+                raise ConfigError(reason)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import shutil
 import socket
@@ -30,7 +31,7 @@ import pytest
 
 from certsmith.challenges.base import ChallengeJob
 from certsmith.challenges.dns01 import Dns01Solver, TxtRecord
-from certsmith.dns.base import load_provider
+from certsmith.dns.base import ProviderInfo, load_provider
 from certsmith.dns.exec import ExecConfig, ExecProvider
 from certsmith.dns.zone import (
     AuthoritativeServer,
@@ -667,3 +668,49 @@ def test_wait_for_txt_reports_zones_that_cannot_be_found(named: Nameserver) -> N
     resolver = bind_resolver(named, authoritative=True)
     with pytest.raises(PropagationTimeout, match="finding its name servers failed"):
         asyncio.run(wait_for_txt({"_acme-challenge.elsewhere.invalid.": {"v"}}, resolver, timeout=0.3))
+
+
+class BindUpdateProvider:
+    """Writes TXT records into the test BIND with plain RFC 2136 updates (zone example.test.)."""
+
+    info = ProviderInfo(name="bind-update", title="test", description="test")
+
+    def __init__(self, server: Nameserver) -> None:
+        self.server = server
+
+    async def _update(self, fqdn: str, value: str, *, add: bool) -> None:
+        update = dns.update.UpdateMessage("example.test.")
+        if add:
+            update.add(fqdn, 60, "TXT", f'"{value}"')
+        else:
+            update.delete(fqdn, "TXT", f'"{value}"')
+        response = await dns.asyncquery.tcp(update, self.server.host, timeout=2, port=self.server.port)
+        assert response.rcode() == dns.rcode.NOERROR
+
+    async def present(self, fqdn: str, value: str) -> None:
+        await self._update(fqdn, value, add=True)
+
+    async def cleanup(self, fqdn: str, value: str) -> None:
+        await self._update(fqdn, value, add=False)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_the_solver_says_it_asks_the_authoritative_servers(
+    named: Nameserver, caplog: pytest.LogCaptureFixture
+) -> None:
+    solver = Dns01Solver(BindUpdateProvider(named), bind_resolver(named, authoritative=True), propagation_timeout=5)
+    job = ChallengeJob("dns", "said.example.test", "token", "token.thumbprint")
+
+    async def scenario() -> None:
+        try:
+            await solver.present([job])
+            await solver.cleanup([job])
+        finally:
+            await solver.aclose()
+
+    with caplog.at_level(logging.INFO, logger="certsmith.dns"):
+        asyncio.run(scenario())
+    assert "asking each zone's authoritative servers" in caplog.text
+    assert "system resolver" not in caplog.text

@@ -179,6 +179,56 @@ def test_profiles_on_pebble_24(pebble24: PebbleServer, tmp_path: Path) -> None:
     assert (lineage_dir(cli, "p24.example.com") / "fullchain.pem").exists()
 
 
+def _refused_before_anything_was_sent(cli: Cli, *args: str) -> str:
+    """Run a first ``issue`` that registers an account; it must fail before the CA hears of it."""
+    mark = cli.pebble.log_mark()
+    result = cli.run("issue", "--email", "a@example.com", "--agree-tos", *args, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert cli.pebble.request_count("newAccount", mark) == 0 and cli.pebble.orders_created(mark) == []
+    assert not (cli.state_dir / "accounts").exists()
+    return result.stderr
+
+
+def test_a_busy_port_is_refused_before_an_account_or_order(cli: Cli) -> None:
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", cli.pebble.http_port))
+        squatter.listen()
+        stderr = _refused_before_anything_was_sent(cli, "-d", "busy.example.com", *cli.http_args())
+    assert f"port {cli.pebble.http_port}" in stderr and "in use" in stderr
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", cli.pebble.tls_port))
+        squatter.listen()
+        stderr = _refused_before_anything_was_sent(
+            cli, "-d", "busy.example.com", "--challenge", "tls-alpn-01", "--tls-port", str(cli.pebble.tls_port)
+        )
+    assert f"port {cli.pebble.tls_port}" in stderr and "in use" in stderr
+
+
+def test_a_missing_or_unwritable_webroot_is_refused_before_an_account_or_order(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-site"
+    stderr = _refused_before_anything_was_sent(
+        cli, "-d", "webroot.example.com", "--challenge", "http-01", "--webroot", str(missing)
+    )
+    assert str(missing) in stderr and "does not exist" in stderr
+    assert not missing.exists()
+    blocked = tmp_path / "site"
+    blocked.mkdir()
+    (blocked / ".well-known").write_text("a file where the directory should be")
+    stderr = _refused_before_anything_was_sent(
+        cli, "-d", "webroot.example.com", "--challenge", "http-01", "--webroot", str(blocked)
+    )
+    assert "is not a directory" in stderr
+    assert (blocked / ".well-known").read_text() == "a file where the directory should be"
+
+
+def test_manual_dns_without_a_terminal_is_refused_before_an_account_or_order(cli: Cli) -> None:
+    stderr = _refused_before_anything_was_sent(cli, "-d", "manual.example.com", "--dns", "manual")
+    assert "needs an interactive terminal" in stderr
+
+
 # -- each lineage at its own CA ----------------------------------------------------------
 
 

@@ -264,9 +264,6 @@ def test_client_hello_parser() -> None:
 
 def test_present_validates_jobs() -> None:
     solver = TlsAlpn01Solver(free_port(), LOOPBACK)
-    assert solver.supports("dns", False)
-    assert solver.supports("ip", False)
-    assert not solver.supports("dns", True)
     assert TlsAlpn01Solver.challenge_type == "tls-alpn-01"
     wildcard = ChallengeJob("dns", "example.test", "t", "t.x", wildcard=True)
     with pytest.raises(ChallengeError, match="wildcard"):

@@ -10,9 +10,9 @@ from typing import ClassVar, Self
 
 import pytest
 
-from certsmith.challenges.base import ChallengeJob, ChallengeSolver
-from certsmith.challenges.dns01 import Dns01Solver, challenge_fqdn, run_to_completion
-from certsmith.dns.base import DnsProvider, ProviderInfo, load_provider
+from certsmith.challenges.base import ChallengeJob, ChallengeSolver, run_to_completion, unsupported_reason
+from certsmith.challenges.dns01 import Dns01Solver, challenge_fqdn
+from certsmith.dns.base import DnsProvider, ProviderInfo, load_provider, provider_class
 from certsmith.dns.manual import ManualProvider
 from certsmith.dns.zone import Nameserver, Resolver, absolute_name
 from certsmith.errors import ChallengeError, ConfigError, DnsError
@@ -180,16 +180,13 @@ def test_solver_fits_the_protocols() -> None:
     solver: ChallengeSolver = Dns01Solver(provider)
     assert isinstance(provider, DnsProvider)
     assert solver.challenge_type == "dns-01"
-    assert solver.supports("dns", wildcard=False)
-    assert solver.supports("dns", wildcard=True)
-    assert not solver.supports("ip", wildcard=False)
 
 
 def test_solver_refuses_ip_identifiers_before_touching_dns() -> None:
     provider = RecordingProvider()
     solver = Dns01Solver(provider, Resolver.from_cli(["127.0.0.1:1"]))
     jobs = [ChallengeJob("dns", "example.com", "t1", "t1.k"), ChallengeJob("ip", "192.0.2.7", "t2", "t2.k")]
-    with pytest.raises(ChallengeError, match=re.escape("dns-01 cannot validate ip identifier '192.0.2.7'")):
+    with pytest.raises(ChallengeError, match=re.escape("192.0.2.7 is an IP address: use http-01 or tls-alpn-01")):
         asyncio.run(solver.present(jobs))
     assert provider.calls == []
     asyncio.run(solver.cleanup(jobs))  # nothing was created: nothing to delete
@@ -221,6 +218,47 @@ def test_run_to_completion_finishes_before_the_cancellation_propagates() -> None
     asyncio.run(scenario())
     assert steps == ["work done", "cancelled"]
     assert asyncio.run(run_to_completion(work())) == "ok"
+
+
+def test_run_to_completion_keeps_a_cancellation_when_the_work_fails() -> None:
+    async def failing() -> None:
+        await asyncio.sleep(0.05)
+        raise OSError("disk gone")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(run_to_completion(failing()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # Ctrl-C is not turned into the work's error
+            await task
+
+    asyncio.run(scenario())
+    with pytest.raises(OSError, match="disk gone"):
+        asyncio.run(run_to_completion(failing()))
+
+
+@pytest.mark.parametrize(
+    ("challenge", "kind", "value", "wildcard", "refusal"),
+    [
+        ("dns-01", "dns", "example.com", False, None),
+        ("dns-01", "dns", "example.com", True, None),
+        ("dns-01", "ip", "192.0.2.1", False, "192.0.2.1 is an IP address: use http-01 or tls-alpn-01"),
+        ("http-01", "dns", "example.com", False, None),
+        ("http-01", "ip", "2001:db8::1", False, None),
+        ("http-01", "dns", "example.com", True, "*.example.com is a wildcard: wildcards can only be validated"),
+        ("tls-alpn-01", "dns", "*.example.com", True, "*.example.com is a wildcard"),
+        ("tls-alpn-01", "ip", "192.0.2.1", False, None),
+        ("http-01", "email", "a@example.com", False, "http-01 cannot validate identifiers of type 'email'"),
+    ],
+)
+def test_which_challenge_validates_which_identifier(
+    challenge: str, kind: str, value: str, wildcard: bool, refusal: str | None
+) -> None:
+    reason = unsupported_reason(challenge, kind, value, wildcard=wildcard)
+    if refusal is None:
+        assert reason is None
+    else:
+        assert reason is not None and reason.startswith(refusal)
 
 
 # --- manual provider -------------------------------------------------------------------------
@@ -265,7 +303,9 @@ def test_manual_provider_needs_a_terminal() -> None:
         asyncio.run(at_eof.present("_acme-challenge.example.com.", "v"))
 
 
-def test_manual_provider_is_registered() -> None:
-    provider = load_provider("manual", {})
-    assert isinstance(provider, ManualProvider)
+def test_manual_provider_is_registered_and_refused_without_a_terminal() -> None:
+    assert provider_class("manual") is ManualProvider
     assert ManualProvider.info.name == "manual"
+    # a timer or a pipe: refused when the solver is built, before any account or order exists
+    with pytest.raises(DnsError, match="needs an interactive terminal"):
+        load_provider("manual", {})

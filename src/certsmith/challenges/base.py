@@ -5,16 +5,68 @@ jobs to one solver at once (so dns-01 can publish every record and wait for
 propagation a single time), answers the challenges concurrently, and finally calls
 ``cleanup`` with the same jobs -- also when validation failed or the task was
 cancelled. A solver instance may serve several orders at the same time.
+
+Which challenge can validate which identifier is decided here, in
+:func:`unsupported_reason`, for the settings check before an order and for the
+solvers alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
-from certsmith.jose import b64u_encode
+from certsmith.errors import ChallengeError
+
+_T = TypeVar("_T")
+
+
+def unsupported_reason(challenge_type: str, identifier_type: str, identifier: str, *, wildcard: bool) -> str | None:
+    """Why ``challenge_type`` cannot validate this identifier, or ``None`` when it can.
+
+    Wildcards need dns-01 (RFC 8555 §7.1.3); IP addresses cannot use dns-01 (RFC 8738 §7);
+    http-01 and tls-alpn-01 answer DNS names and IP addresses.
+    """
+    shown = f"*.{identifier}" if wildcard and not identifier.startswith("*.") else identifier
+    if wildcard and challenge_type != "dns-01":
+        return f"{shown} is a wildcard: wildcards can only be validated with dns-01"
+    if identifier_type == "ip" and challenge_type == "dns-01":
+        return f"{shown} is an IP address: use http-01 or tls-alpn-01, not dns-01"
+    if identifier_type not in ("dns", "ip"):
+        return f"{challenge_type} cannot validate identifiers of type {identifier_type!r}"
+    return None
+
+
+def check_supported(challenge_type: str, jobs: Sequence[ChallengeJob]) -> None:
+    """Raise :class:`ChallengeError` for the first job ``challenge_type`` cannot answer."""
+    for job in jobs:
+        reason = unsupported_reason(challenge_type, job.identifier_type, job.identifier, wildcard=job.wildcard)
+        if reason is not None:
+            raise ChallengeError(reason)
+
+
+async def run_to_completion(awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable`` to its end even if the calling task is cancelled meanwhile.
+
+    Cleanup (deleting records, removing files, a filesystem step in a thread that cannot be
+    interrupted) must finish before Ctrl-C or SIGTERM unwinds the caller; a cancellation that
+    arrives during the wait is re-raised once the work is done, never lost.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not warn about it
+        raise asyncio.CancelledError
+    return task.result()
 
 
 @dataclass(frozen=True)
@@ -30,6 +82,8 @@ class ChallengeJob:
     @property
     def dns01_value(self) -> str:
         """The TXT value of dns-01: base64url(SHA-256(key authorization)) (RFC 8555 §8.4)."""
+        from certsmith.jose import b64u_encode
+
         return b64u_encode(hashlib.sha256(self.key_authorization.encode()).digest())
 
     @property
@@ -43,8 +97,13 @@ class ChallengeSolver(Protocol):
 
     challenge_type: ClassVar[str]
 
-    def supports(self, identifier_type: str, wildcard: bool) -> bool:
-        """Whether this solver can answer for such an identifier."""
+    async def prepare(self) -> None:
+        """Check, before any account or order exists, that answering can work.
+
+        Binds the port of a built-in server (and keeps it), checks that a web root can be
+        written, that a DNS provider can act; raises :class:`ChallengeError` or
+        :class:`DnsError` saying what to change.
+        """
         ...
 
     async def present(self, jobs: Sequence[ChallengeJob]) -> None:

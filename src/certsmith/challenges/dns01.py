@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, NamedTuple, TypeVar
 
 import dns.exception
 import dns.name
 
-from certsmith.challenges.base import ChallengeJob
+from certsmith.challenges.base import ChallengeJob, check_supported, run_to_completion
 from certsmith.dns.base import DnsProvider
 from certsmith.dns.zone import Resolver, follow_cname, wait_for_txt
 from certsmith.errors import ChallengeError, DnsError
@@ -51,27 +51,6 @@ def challenge_fqdn(identifier: str) -> str:
         return dns.name.Name((b"_acme-challenge", *name.canonicalize().labels)).to_text()
     except dns.exception.DNSException as exc:
         raise ChallengeError(f"identifier {identifier!r} is not a valid domain name: {exc}") from None
-
-
-async def run_to_completion(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Await ``coro`` to its end even if the calling task is cancelled meanwhile.
-
-    A cancellation that arrives during the wait is re-raised once ``coro`` is done,
-    so cleanup work finishes before Ctrl-C unwinds the caller.
-    """
-    task = asyncio.ensure_future(coro)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 class Dns01Solver:
@@ -113,9 +92,8 @@ class Dns01Solver:
         """The records this solver created and has not deleted yet."""
         return frozenset(self._record_refs)
 
-    def supports(self, identifier_type: str, wildcard: bool) -> bool:
-        """dns-01 works for DNS names, wildcards included, never for IP addresses (RFC 8738 §7)."""
-        return identifier_type == "dns"
+    async def prepare(self) -> None:
+        """The provider was configured when it was built; nothing more to check before an order."""
 
     async def present(self, jobs: Sequence[ChallengeJob]) -> None:
         """Create the TXT records of all ``jobs`` and wait once until all are visible.
@@ -126,9 +104,7 @@ class Dns01Solver:
         jobs = list(jobs)
         if not jobs:
             return
-        for job in jobs:
-            if not self.supports(job.identifier_type, job.wildcard):
-                raise ChallengeError(f"dns-01 cannot validate {job.identifier_type} identifier {job.identifier!r}")
+        check_supported(self.challenge_type, jobs)
         names = {job: challenge_fqdn(job.identifier) for job in jobs}
         targets = await self._targets(set(names.values()))
         # A job presented again (two orders, one authorization) keeps its first record.
@@ -141,10 +117,10 @@ class Dns01Solver:
             for record in plan.values():
                 wanted.setdefault(record.fqdn, set()).add(record.value)
             log.info(
-                "waiting up to %gs for %d TXT record(s) to propagate (%s)",
+                "waiting up to %gs for %d TXT record(s) to propagate, asking %s",
                 self.propagation_timeout,
                 len(set(plan.values())),
-                self.resolver,
+                "each zone's authoritative servers" if self.resolver.checks_authoritative else self.resolver,
             )
             await wait_for_txt(wanted, self.resolver, self.propagation_timeout)
         except BaseException:

@@ -18,29 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import errno
 import logging
 import os
-import re
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from certsmith.challenges.base import ChallengeJob
+from certsmith.challenges.base import ChallengeJob, run_to_completion
+from certsmith.challenges.serving import ActiveAnswers, ChallengeListener, check_jobs, is_valid_token
 from certsmith.errors import ChallengeError
 
-__all__ = ["ChallengeListener", "Http01Solver", "is_valid_token"]
+__all__ = ["Http01Solver", "is_valid_token"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_SUPPORTED_TYPES = frozenset({"dns", "ip"})
 
 # Bounds of the standalone server: the CA sends one short GET, anything bigger or
 # slower is not a validation request.
@@ -59,165 +55,9 @@ _REASONS = {
 }
 
 
-def is_valid_token(token: str) -> bool:
-    """Whether ``token`` only uses the base64url alphabet (RFC 8555 §8.3), so it is safe in paths."""
-    return _TOKEN_RE.fullmatch(token) is not None
-
-
-def check_jobs(jobs: Sequence[ChallengeJob], challenge_type: str) -> None:
-    """Reject jobs an http-01 / tls-alpn-01 solver cannot answer, before any side effect."""
-    for job in jobs:
-        if job.wildcard:
-            raise ChallengeError(f"{challenge_type} cannot validate the wildcard name *.{job.identifier}: use dns-01")
-        if job.identifier_type not in _SUPPORTED_TYPES:
-            raise ChallengeError(f"{challenge_type} cannot validate identifiers of type {job.identifier_type!r}")
-        if not is_valid_token(job.token):
-            raise ChallengeError(
-                f"the CA sent a malformed {challenge_type} token for {job.identifier} "
-                "(only base64url characters are allowed); refusing to use it"
-            )
-
-
-class ChallengeListener:
-    """A TCP listener started on demand that tracks its connections.
-
-    Shared by the http-01 and tls-alpn-01 solvers: ``start`` is idempotent and safe to
-    call from concurrent ``present`` calls, bind errors become :class:`ChallengeError`
-    with a hint (``hint``) on what to do, and ``aclose`` also ends open connections so
-    that the port is free again when it returns.
-    """
-
-    def __init__(
-        self,
-        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-        *,
-        host: str,
-        port: int,
-        hint: str,
-        limit: int = 2**16,
-    ) -> None:
-        self._handler = handler
-        self.host = host
-        self.port = port
-        self._hint = hint
-        self._limit = limit
-        self._server: asyncio.Server | None = None
-        self._start_lock = asyncio.Lock()
-        self._connections: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}
-        self._closing = False
-
-    @property
-    def running(self) -> bool:
-        """Whether the listening socket is open."""
-        return self._server is not None
-
-    async def start(self) -> None:
-        """Listen on ``host:port`` unless already listening."""
-        async with self._start_lock:
-            if self._server is not None:
-                return
-            try:
-                self._server = await asyncio.start_server(
-                    self._serve,
-                    host=self.host or None,
-                    port=self.port,
-                    limit=self._limit,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                raise self._bind_error(exc) from exc
-            log.debug("listening on %s port %d", self.host or "all addresses", self.port)
-
-    def _bind_error(self, exc: OSError) -> ChallengeError:
-        where = f" on {self.host}" if self.host else ""
-        if exc.errno == errno.EADDRINUSE:
-            return ChallengeError(f"port {self.port}{where} is in use: {self._hint}")
-        if exc.errno in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
-            return ChallengeError(
-                f"no permission to listen on port {self.port}{where}: ports below 1024 need root or "
-                f"the CAP_NET_BIND_SERVICE capability; otherwise {self._hint}"
-            )
-        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-            return ChallengeError(
-                f"cannot listen on {self.host!r} port {self.port}: the address is not one of this "
-                "machine's; pass a local address or leave the host empty for all addresses"
-            )
-        reason = exc.strerror or str(exc)
-        return ChallengeError(f"cannot listen on port {self.port}{where}: {reason}")
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections[writer] = asyncio.current_task()
-        try:
-            await self._handler(reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
-            # cancelled by aclose: end normally (Python 3.11's stream callback logs cancelled tasks)
-        except Exception:  # one broken connection must not disturb the others
-            log.debug("challenge connection failed", exc_info=True)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await writer.wait_closed()
-            self._connections.pop(writer, None)
-
-    async def aclose(self) -> None:
-        """Stop listening and end every open connection."""
-        async with self._start_lock:
-            server, self._server = self._server, None
-            if server is None:
-                return
-            self._closing = True
-            try:
-                server.close()
-                connections = dict(self._connections)
-                for writer in connections:
-                    writer.transport.abort()  # the handlers see the end of input and return
-                tasks = {task for task in connections.values() if task is not None}
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=2)
-                    for task in pending:
-                        task.cancel()
-                    if pending:
-                        await asyncio.wait(pending, timeout=1)
-                await server.wait_closed()
-            finally:
-                self._closing = False
-            log.debug("stopped listening on port %d", self.port)
-
-
 async def finish_in_thread(func: Callable[[], T]) -> T:
-    """Run ``func`` in a thread and wait for it even when cancelled.
-
-    A thread cannot be interrupted, so on cancellation this still waits until the
-    filesystem step is over (the caller then knows what is on disk) and re-raises
-    :class:`asyncio.CancelledError` afterwards.
-    """
-    future = asyncio.ensure_future(asyncio.to_thread(func))
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if future.done():
-                break
-            cancelled = True
-        except BaseException:  # the thread's error, raised by result() below
-            break
-    if cancelled:
-        if not future.cancelled():
-            future.exception()  # retrieved, so asyncio does not warn about it
-        raise asyncio.CancelledError
-    return future.result()
-
-
-@dataclass
-class _Active:
-    key_authorization: str
-    count: int
+    """Run a filesystem step in a thread; on cancellation wait for it, so what is on disk is known."""
+    return await run_to_completion(asyncio.to_thread(func))
 
 
 class _BadRequest(Exception):
@@ -256,7 +96,10 @@ class Http01Solver:
         self.host = host
         self.webroot = Path(webroot) if webroot is not None else None
         self.request_timeout = request_timeout
-        self._active: dict[str, _Active] = {}
+        self._active: ActiveAnswers[str] = ActiveAnswers(
+            "http-01 token for {identifier} is already presented with another key authorization; "
+            "two accounts cannot share one solver"
+        )
         self._fs_lock = asyncio.Lock()
         self._created_dirs: list[Path] = []  # parents first
         self._listener = ChallengeListener(
@@ -269,9 +112,12 @@ class Http01Solver:
 
     # -- the solver protocol -------------------------------------------------------
 
-    def supports(self, identifier_type: str, wildcard: bool) -> bool:
-        """DNS names and IP addresses (RFC 8738), never wildcards."""
-        return identifier_type in _SUPPORTED_TYPES and not wildcard
+    async def prepare(self) -> None:
+        """Listen on the port now (standalone), or check that the webroot can take the files."""
+        if self.webroot is None:
+            await self._listener.start()
+        else:
+            await asyncio.to_thread(self._check_webroot)
 
     async def present(self, jobs: Sequence[ChallengeJob]) -> None:
         """Serve every job's key authorization at its token's URL."""
@@ -318,7 +164,7 @@ class Http01Solver:
             self._active.clear()
             return
         async with self._fs_lock:
-            tokens = list(self._active)
+            tokens = self._active.keys()
             self._active.clear()
             try:
                 await finish_in_thread(lambda: self._remove_files(tokens, prune=True))
@@ -328,37 +174,16 @@ class Http01Solver:
     # -- the registry of presented tokens -------------------------------------------
 
     def _check_conflicts(self, jobs: Sequence[ChallengeJob]) -> None:
-        seen: dict[str, str] = {token: active.key_authorization for token, active in self._active.items()}
-        for job in jobs:
-            known = seen.setdefault(job.token, job.key_authorization)
-            if known != job.key_authorization:
-                raise ChallengeError(
-                    f"http-01 token for {job.identifier} is already presented with another key "
-                    "authorization; two accounts cannot share one solver"
-                )
+        self._active.check((job.token, job) for job in jobs)
 
     def _register(self, jobs: Sequence[ChallengeJob]) -> None:
-        self._check_conflicts(jobs)
+        self._active.add([(job.token, job) for job in jobs], {job.token: job.key_authorization for job in jobs})
         for job in jobs:
-            active = self._active.get(job.token)
-            if active is None:
-                self._active[job.token] = _Active(job.key_authorization, 1)
-            else:
-                active.count += 1
             log.debug("presenting http-01 for %s", job.identifier)
 
     def _unregister(self, jobs: Sequence[ChallengeJob]) -> list[str]:
         """Drop one reference per job; returns the tokens no longer presented at all."""
-        gone: list[str] = []
-        for job in jobs:
-            active = self._active.get(job.token)
-            if active is None or active.key_authorization != job.key_authorization:
-                continue
-            active.count -= 1
-            if active.count <= 0:
-                del self._active[job.token]
-                gone.append(job.token)
-        return gone
+        return self._active.release((job.token, job) for job in jobs)
 
     # -- webroot mode (runs in a worker thread, under self._fs_lock) ----------------
 
@@ -366,14 +191,29 @@ class Http01Solver:
         assert self.webroot is not None
         return self.webroot / ".well-known" / "acme-challenge"
 
-    def _write_files(self, items: Sequence[tuple[str, str]], written: list[str]) -> None:
-        """Write one file per ``(token, key authorization)``; ``written`` collects the tokens done."""
+    def _check_webroot(self) -> None:
+        """Refuse a webroot that is missing or whose challenge directory this user cannot write."""
         assert self.webroot is not None
         if not self.webroot.is_dir():
             raise ChallengeError(
                 f"the webroot {self.webroot} does not exist or is not a directory: pass the directory "
                 "your web server serves for this site"
             )
+        directory = self._challenge_dir()
+        nearest = next(path for path in (directory, directory.parent, self.webroot) if path.exists())
+        if not nearest.is_dir():
+            raise ChallengeError(
+                f"{nearest} exists but is not a directory: the http-01 challenge files cannot be written there"
+            )
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise ChallengeError(
+                f"cannot write the http-01 challenge files under {nearest}: permission denied; run certsmith "
+                "as a user who may write there, or give that user write access to it"
+            )
+
+    def _write_files(self, items: Sequence[tuple[str, str]], written: list[str]) -> None:
+        """Write one file per ``(token, key authorization)``; ``written`` collects the tokens done."""
+        self._check_webroot()
         directory = self._challenge_dir()
         for path in (directory.parent, directory):
             try:

@@ -24,7 +24,6 @@ import logging
 import ssl
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ObjectIdentifier
 
 from certsmith.challenges.base import ChallengeJob
-from certsmith.challenges.http01 import ChallengeListener, check_jobs
+from certsmith.challenges.serving import ActiveAnswers, ChallengeListener, check_jobs
 from certsmith.errors import ChallengeError
 
 __all__ = ["ACME_IDENTIFIER_OID", "ACME_TLS_ALPN", "TlsAlpn01Solver", "sni_name"]
@@ -68,13 +67,6 @@ def sni_name(job: ChallengeJob) -> str:
     return name
 
 
-@dataclass
-class _Active:
-    key_authorization: str
-    count: int
-    context: ssl.SSLContext
-
-
 class _BadHello(Exception):
     """The bytes are not a TLS ClientHello we can read."""
 
@@ -93,7 +85,10 @@ class TlsAlpn01Solver:
         self.host = host
         self.handshake_timeout = handshake_timeout
         self._key = ec.generate_private_key(ec.SECP256R1())
-        self._active: dict[str, _Active] = {}
+        self._active: ActiveAnswers[ssl.SSLContext] = ActiveAnswers(
+            "a tls-alpn-01 challenge for {identifier} is already being presented with another key "
+            "authorization; only one certificate can be served per name at a time"
+        )
         self._lock = asyncio.Lock()
         self._base_context = _server_context()
         self._base_context.sni_callback = self._select_certificate
@@ -106,9 +101,9 @@ class TlsAlpn01Solver:
 
     # -- the solver protocol -------------------------------------------------------
 
-    def supports(self, identifier_type: str, wildcard: bool) -> bool:
-        """DNS names and IP addresses (RFC 8738), never wildcards."""
-        return identifier_type in ("dns", "ip") and not wildcard
+    async def prepare(self) -> None:
+        """Listen on the port now, so a busy port is reported before any order."""
+        await self._listener.start()
 
     async def present(self, jobs: Sequence[ChallengeJob]) -> None:
         """Serve a validation certificate for every job's name."""
@@ -117,32 +112,22 @@ class TlsAlpn01Solver:
         if not named:
             return
         async with self._lock:
-            self._check_conflicts(named)
+            self._active.check(named)
             await self._listener.start()
             fresh = {name: job for name, job in named if name not in self._active}
             contexts = await asyncio.to_thread(self._build_contexts, list(fresh.items()))
+            self._active.add(named, contexts)
             for name, job in named:
-                active = self._active.get(name)
-                if active is None:
-                    self._active[name] = _Active(job.key_authorization, 1, contexts[name])
-                else:
-                    active.count += 1
                 log.debug("presenting tls-alpn-01 for %s (SNI %s)", job.identifier, name)
 
     async def cleanup(self, jobs: Sequence[ChallengeJob]) -> None:
         """Stop serving these jobs; names still presented by another order stay."""
         async with self._lock:
+            named = []
             for job in jobs:
-                try:
-                    name = sni_name(job)
-                except ChallengeError:
-                    continue
-                active = self._active.get(name)
-                if active is None or active.key_authorization != job.key_authorization:
-                    continue
-                active.count -= 1
-                if active.count <= 0:
-                    del self._active[name]
+                with contextlib.suppress(ChallengeError):
+                    named.append((sni_name(job), job))
+            self._active.release(named)
 
     async def aclose(self) -> None:
         """Stop the server and forget every presented name."""
@@ -150,15 +135,6 @@ class TlsAlpn01Solver:
         self._active.clear()
 
     # -- certificates ----------------------------------------------------------------
-
-    def _check_conflicts(self, named: Sequence[tuple[str, ChallengeJob]]) -> None:
-        seen = {name: active.key_authorization for name, active in self._active.items()}
-        for name, job in named:
-            if seen.setdefault(name, job.key_authorization) != job.key_authorization:
-                raise ChallengeError(
-                    f"a tls-alpn-01 challenge for {job.identifier} is already being presented with another "
-                    "key authorization; only one certificate can be served per name at a time"
-                )
 
     def _build_contexts(self, items: Sequence[tuple[str, ChallengeJob]]) -> dict[str, ssl.SSLContext]:
         """One TLS context per name (runs in a worker thread: it signs and loads certificates)."""
@@ -213,7 +189,7 @@ class TlsAlpn01Solver:
         if active is None:
             log.debug("tls-alpn-01 handshake for unknown name %r refused", server_name)
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-        ssl_object.context = active.context
+        ssl_object.context = active.payload
         return None
 
     # -- connections -----------------------------------------------------------------

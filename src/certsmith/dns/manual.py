@@ -71,8 +71,19 @@ class ManualProvider:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        """The manual provider reads no variables."""
-        return cls()
+        """The manual provider reads no variables; it refuses at once without a terminal to ask at."""
+        provider = cls()
+        provider.require_terminal("the TXT records")
+        return provider
+
+    def require_terminal(self, what: str) -> None:
+        """Raise :class:`DnsError` unless stdin is an interactive terminal."""
+        stdin = self.stdin
+        if stdin is None or stdin.closed or not stdin.isatty():
+            raise DnsError(
+                f"the manual DNS provider needs an interactive terminal to confirm {what}; "
+                "run certsmith in a terminal or choose a provider with an API (certsmith dns list)"
+            )
 
     @property
     def stdin(self) -> TextIO | None:
@@ -84,12 +95,9 @@ class ManualProvider:
 
     async def present(self, fqdn: str, value: str) -> None:
         """Show the record and wait until the user confirms it exists."""
+        self.require_terminal(f"TXT {fqdn}")
         stdin = self.stdin
-        if stdin is None or stdin.closed or not stdin.isatty():
-            raise DnsError(
-                f"the manual DNS provider needs an interactive terminal to confirm TXT {fqdn}; "
-                "run certsmith in a terminal or choose a provider with an API (certsmith dns list)"
-            )
+        assert stdin is not None
         async with self._lock:  # one prompt at a time
             self._say(
                 "\nCreate this DNS record, then press Enter to continue:\n"
