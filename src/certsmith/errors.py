@@ -40,6 +40,21 @@ class ChallengeError(CertsmithError):
     """A challenge could not be set up (port in use, unwritable webroot, ...)."""
 
 
+class ListenError(ChallengeError):
+    """A built-in challenge server could not listen.
+
+    ``cause`` is ``in-use``, ``permission``, ``address`` (not one of this machine's) or
+    ``other``, so that callers can say which setting to change.
+    """
+
+    def __init__(self, message: str, *, challenge_type: str, host: str, port: int, cause: str) -> None:
+        super().__init__(message)
+        self.challenge_type = challenge_type
+        self.host = host
+        self.port = port
+        self.cause = cause
+
+
 class StorageError(CertsmithError):
     """The state directory could not be read or written."""
 

@@ -196,7 +196,7 @@ def test_a_busy_port_is_refused_before_an_account_or_order(cli: Cli) -> None:
         squatter.bind(("127.0.0.1", cli.pebble.http_port))
         squatter.listen()
         stderr = _refused_before_anything_was_sent(cli, "-d", "busy.example.com", *cli.http_args())
-    assert f"port {cli.pebble.http_port}" in stderr and "in use" in stderr
+    assert f"port {cli.pebble.http_port}" in stderr and "in use" in stderr and "--http-port" in stderr
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", cli.pebble.tls_port))
@@ -204,7 +204,7 @@ def test_a_busy_port_is_refused_before_an_account_or_order(cli: Cli) -> None:
         stderr = _refused_before_anything_was_sent(
             cli, "-d", "busy.example.com", "--challenge", "tls-alpn-01", "--tls-port", str(cli.pebble.tls_port)
         )
-    assert f"port {cli.pebble.tls_port}" in stderr and "in use" in stderr
+    assert f"port {cli.pebble.tls_port}" in stderr and "in use" in stderr and "--tls-port" in stderr
 
 
 def test_a_missing_or_unwritable_webroot_is_refused_before_an_account_or_order(cli: Cli, tmp_path: Path) -> None:

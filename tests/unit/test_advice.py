@@ -35,7 +35,7 @@ from certsmith.acme.errors import (
 )
 from certsmith.cli.advice import EAB_FLAGS, advice
 from certsmith.crypto import Identifier, generate_key
-from certsmith.errors import CertsmithError, ConfigError
+from certsmith.errors import CertsmithError, ConfigError, ListenError
 from tests.unit.test_acme_client import BASE, DIRECTORY, FakeCa, ok
 
 NAME = [Identifier("dns", "x.test")]
@@ -281,3 +281,19 @@ def test_advice_on_an_error_path_without_acme_imports_nothing_heavy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("challenge", "cause", "expected"),
+    [
+        ("http-01", "in-use", "or use --webroot DIR to use the web server that runs there, or --http-port N"),
+        ("tls-alpn-01", "in-use", "or use another --challenge, or --tls-port N"),
+        ("http-01", "permission", "CAP_NET_BIND_SERVICE), or use --http-port N"),
+        ("tls-alpn-01", "address", "addresses with --tls-address"),
+    ],
+)
+def test_a_server_that_cannot_listen_gets_the_flags_that_change_it(challenge: str, cause: str, expected: str) -> None:
+    error = ListenError("port 80 is in use", challenge_type=challenge, host="", port=80, cause=cause)
+    said = advice(error)
+    assert said is not None and expected in said
+    assert advice(ListenError("x", challenge_type=challenge, host="", port=80, cause="other")) is None

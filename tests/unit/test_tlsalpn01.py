@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from certsmith.challenges.base import ChallengeJob
 from certsmith.challenges.tlsalpn01 import ACME_IDENTIFIER_OID, TlsAlpn01Solver, _client_hello_alpn, sni_name
-from certsmith.errors import ChallengeError
+from certsmith.errors import ChallengeError, ListenError
 from certsmith.testing.pebble import LOOPBACK, free_port
 
 T = TypeVar("T")
@@ -281,8 +281,9 @@ def test_port_in_use() -> None:
         busy.bind((LOOPBACK, port))
         busy.listen()
         solver = TlsAlpn01Solver(port, LOOPBACK)
-        with pytest.raises(ChallengeError, match=f"port {port} on {LOOPBACK} is in use: stop the server"):
-            run(solver.present([JOB_A]))
+        with pytest.raises(ListenError, match=f"port {port} on {LOOPBACK} is in use: another program") as info:
+            run(solver.prepare())
+        assert info.value.challenge_type == "tls-alpn-01" and info.value.cause == "in-use"
         run(solver.aclose())
 
 
@@ -291,7 +292,7 @@ def test_privileged_port_message(monkeypatch: pytest.MonkeyPatch) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(asyncio, "start_server", refuse)
-    with pytest.raises(ChallengeError, match=r"no permission to listen on port 443: .*CAP_NET_BIND_SERVICE"):
+    with pytest.raises(ChallengeError, match=r"no permission for the tls-alpn-01 server .*port 443: .*CAP_NET_BIND"):
         run(TlsAlpn01Solver().present([JOB_A]))
 
 

@@ -106,7 +106,7 @@ class Http01Solver:
             self._handle_connection,
             host=host,
             port=port,
-            hint="stop the web server or use --webroot DIR / --http-port N",
+            challenge_type=self.challenge_type,
             limit=_MAX_LINE,
         )
 

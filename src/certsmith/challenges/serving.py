@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from certsmith.challenges.base import ChallengeJob, check_supported
-from certsmith.errors import ChallengeError
+from certsmith.errors import ChallengeError, ListenError
 
 __all__ = ["ActiveAnswers", "Answer", "ChallengeListener", "check_jobs", "is_valid_token"]
 
@@ -119,8 +119,8 @@ class ChallengeListener:
     """A TCP listener started on demand that tracks its connections.
 
     Shared by the http-01 and tls-alpn-01 solvers: ``start`` is idempotent and safe to
-    call from concurrent ``present`` calls, bind errors become :class:`ChallengeError`
-    with a hint (``hint``) on what to do, and ``aclose`` also ends open connections so
+    call from concurrent ``present`` calls, bind errors become :class:`ListenError`
+    saying why (``challenge_type`` names the solver in it), and ``aclose`` also ends open connections so
     that the port is free again when it returns.
     """
 
@@ -130,13 +130,13 @@ class ChallengeListener:
         *,
         host: str,
         port: int,
-        hint: str,
+        challenge_type: str,
         limit: int = 2**16,
     ) -> None:
         self._handler = handler
         self.host = host
         self.port = port
-        self._hint = hint
+        self.challenge_type = challenge_type
         self._limit = limit
         self._server: asyncio.Server | None = None
         self._start_lock = asyncio.Lock()
@@ -165,22 +165,23 @@ class ChallengeListener:
                 raise self._bind_error(exc) from exc
             log.debug("listening on %s port %d", self.host or "all addresses", self.port)
 
-    def _bind_error(self, exc: OSError) -> ChallengeError:
+    def _bind_error(self, exc: OSError) -> ListenError:
         where = f" on {self.host}" if self.host else ""
+        what = f"the {self.challenge_type} server"
         if exc.errno == errno.EADDRINUSE:
-            return ChallengeError(f"port {self.port}{where} is in use: {self._hint}")
-        if exc.errno in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
-            return ChallengeError(
-                f"no permission to listen on port {self.port}{where}: ports below 1024 need root or "
-                f"the CAP_NET_BIND_SERVICE capability; otherwise {self._hint}"
+            cause, message = "in-use", f"port {self.port}{where} is in use: another program listens there"
+        elif exc.errno in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
+            cause = "permission"
+            message = (
+                f"no permission for {what} to listen on port {self.port}{where}: ports below 1024 need root "
+                "or the CAP_NET_BIND_SERVICE capability"
             )
-        if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-            return ChallengeError(
-                f"cannot listen on {self.host!r} port {self.port}: the address is not one of this "
-                "machine's; pass a local address or leave the host empty for all addresses"
-            )
-        reason = exc.strerror or str(exc)
-        return ChallengeError(f"cannot listen on port {self.port}{where}: {reason}")
+        elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+            cause = "address"
+            message = f"{what} cannot listen on {self.host!r} port {self.port}: that is not an address of this machine"
+        else:
+            cause, message = "other", f"{what} cannot listen on port {self.port}{where}: {exc.strerror or exc}"
+        return ListenError(message, challenge_type=self.challenge_type, host=self.host, port=self.port, cause=cause)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections[writer] = asyncio.current_task()

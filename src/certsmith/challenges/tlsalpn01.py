@@ -96,7 +96,7 @@ class TlsAlpn01Solver:
             self._handle_connection,
             host=host,
             port=port,
-            hint="stop the server that listens there, or use --tls-port N or another challenge type",
+            challenge_type=self.challenge_type,
         )
 
     # -- the solver protocol -------------------------------------------------------

@@ -290,8 +290,10 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--name", "lineage", help="Lineage name (default: the first name, *. written as _.).")
 @click.option("--challenge", type=click.Choice(CHALLENGE_TYPES), default=None)
 @click.option("--http-port", type=int, default=80, show_default=True, help="Port of the built-in http-01 server.")
+@click.option("--http-address", default="", metavar="ADDRESS", help="Listen for http-01 here only (default: all).")
 @click.option("--webroot", type=click.Path(file_okay=False), help="Serve http-01 from this web root instead.")
 @click.option("--tls-port", type=int, default=443, show_default=True, help="Port of the tls-alpn-01 responder.")
+@click.option("--tls-address", default="", metavar="ADDRESS", help="Listen for tls-alpn-01 here only (default: all).")
 @click.option("--dns", "dns_provider", metavar="PROVIDER", help="DNS provider for dns-01 (see: certsmith dns list).")
 @click.option("--dns-resolver", multiple=True, metavar="HOST:PORT", help="Check propagation at these servers only.")
 @click.option("--propagation-timeout", type=float, metavar="SECONDS", help="How long to wait for DNS propagation.")
@@ -314,8 +316,10 @@ def issue(
     lineage: str | None,
     challenge: str | None,
     http_port: int,
+    http_address: str,
     webroot: str | None,
     tls_port: int,
+    tls_address: str,
     dns_provider: str | None,
     dns_resolver: tuple[str, ...],
     propagation_timeout: float | None,
@@ -355,8 +359,10 @@ def issue(
         settings = ChallengeSettings(
             challenge=chosen,
             http_port=http_port,
+            http_host=http_address,
             webroot=str(Path(webroot).resolve()) if webroot else None,
             tls_port=tls_port,
+            tls_host=tls_address,
             dns_provider=dns_provider,
             dns_resolvers=dns_resolver,
             propagation_timeout=propagation_timeout,

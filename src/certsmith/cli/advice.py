@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from certsmith.errors import AccountError
+from certsmith.errors import AccountError, ListenError
 
 if TYPE_CHECKING:
     from certsmith.acme.errors import CertificateVerifyFailed
@@ -38,6 +38,8 @@ def advice(exc: BaseException) -> str | None:
     """One line of advice naming flags for ``exc``, or ``None`` when there is nothing to add."""
     if isinstance(exc, AccountError):
         return _ACCOUNT_ADVICE.get(exc.reason)
+    if isinstance(exc, ListenError):
+        return _listen(exc)
     if "certsmith.acme.errors" not in sys.modules:
         return None  # nothing from the ACME layer ran, so it raised nothing; keeps error paths light
     from certsmith.acme import errors
@@ -63,6 +65,25 @@ def advice(exc: BaseException) -> str | None:
     if isinstance(exc, errors.RateLimited) and exc.retry_after is not None:
         minutes = max(1, round(exc.retry_after / 60))
         return f"the CA asks to wait about {minutes} minute{'s' if minutes != 1 else ''} before trying again"
+    return None
+
+
+_PORT_FLAGS = {"http-01": "--http-port", "tls-alpn-01": "--tls-port"}
+_HOST_FLAGS = {"http-01": "--http-address", "tls-alpn-01": "--tls-address"}
+
+
+def _listen(exc: ListenError) -> str | None:
+    port_flag = _PORT_FLAGS.get(exc.challenge_type, "--http-port")
+    host_flag = _HOST_FLAGS.get(exc.challenge_type, "--http-address")
+    elsewhere = "--webroot DIR to use the web server that runs there" if exc.challenge_type == "http-01" else (
+        "another --challenge"
+    )
+    if exc.cause == "in-use":
+        return f"stop the program on port {exc.port}, or use {elsewhere}, or {port_flag} N behind a forwarded port"
+    if exc.cause == "permission":
+        return f"run certsmith as root (or give it CAP_NET_BIND_SERVICE), or use {port_flag} N behind a forwarded port"
+    if exc.cause == "address":
+        return f"pass one of this machine's addresses with {host_flag}, or leave it out to listen on all of them"
     return None
 
 

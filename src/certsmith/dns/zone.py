@@ -170,7 +170,7 @@ def _system_nameservers() -> tuple[Nameserver, ...]:
             continue
         servers.append(Nameserver(address.compressed, stub.nameserver_ports.get(entry, stub.port)))
     if not servers:
-        raise DnsError("the system has no DNS resolver configured; pass --dns-resolver HOST:PORT")
+        raise DnsError("the system has no DNS resolver configured (/etc/resolv.conf); name the servers to ask instead")
     return tuple(servers)
 
 
