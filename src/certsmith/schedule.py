@@ -22,7 +22,6 @@ import os
 import pwd
 import random
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from certsmith._atomic import replace_file
 from certsmith.errors import CertsmithError, ConfigError
 
 __all__ = [
@@ -522,20 +522,8 @@ def remove_cron(cron_file: Path | None = None) -> Outcome:
 
 
 def _write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` so that systemd or cron never reads half a file (temporary file, fsync, rename)."""
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    """Replace ``path`` so that systemd or cron never reads half a file."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(text.encode())
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(path, text.encode(), mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise ScheduleError(f"cannot write {path}: {exc.strerror or exc}") from None

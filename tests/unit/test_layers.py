@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "_constants": 0,
     "_time": 0,
     "_redact": 0,
+    "_atomic": 0,
     "errors": 0,
     "jose": 1,
     "crypto": 2,

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from certsmith._atomic import replace_file, sync_directory
 from certsmith._constants import CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE, LINEAGE_FILES
 from certsmith._time import format_time, utc_now
 from certsmith.errors import ConfigError, LockedError, StorageError
@@ -88,45 +88,19 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     content and :class:`StorageError` is raised.
     """
     path = Path(path)
-    directory = path.parent
-    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(tmp, flags, mode)
+        replace_file(path, data, mode)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact mode regardless of the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise StorageError(f"cannot write {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-        raise
-    _fsync_dir(directory)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (ignored where unsupported)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        sync_directory(directory)
     except OSError as exc:
-        raise StorageError(f"cannot open directory {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise StorageError(f"cannot sync directory {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-    finally:
-        os.close(fd)
+        raise StorageError(f"cannot sync directory {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
 
 
 def _replace_symlink(link: Path, target: str) -> None:
@@ -505,13 +479,8 @@ class FileStore:
         path, what = self.lock_path(name), f"certificate {name!r}"
         fd = self._open_lock(path)
         try:
-            deadline = time.monotonic() + max(wait, 0.0)
-            while not _try_lock(fd, path):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _locked_error(fd, path, what)
-                time.sleep(min(_LOCK_POLL, remaining))
-            _mark_held(fd)
+            for pause in _lock_pauses(fd, path, what, wait):
+                time.sleep(pause)
             try:
                 yield
             finally:
@@ -527,13 +496,8 @@ class FileStore:
     async def _alock(self, path: Path, what: str, wait: float) -> AsyncIterator[None]:
         fd = self._open_lock(path)
         try:
-            deadline = time.monotonic() + max(wait, 0.0)
-            while not _try_lock(fd, path):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _locked_error(fd, path, what)
-                await asyncio.sleep(min(_LOCK_POLL, remaining))
-            _mark_held(fd)
+            for pause in _lock_pauses(fd, path, what, wait):
+                await asyncio.sleep(pause)
             try:
                 yield
             finally:
@@ -550,6 +514,20 @@ class FileStore:
                 f"cannot open lock file {path}: {_strerror(exc)}; check the permissions of {path.parent} "
                 "or run certsmith as the user that owns it"
             ) from exc
+
+
+def _lock_pauses(fd: int, path: Path, what: str, wait: float) -> Iterator[float]:
+    """Try to lock ``fd``, yielding the pauses to sleep between tries (the caller sleeps its own way).
+
+    Marks the lock held once taken; raises :class:`LockedError` once ``wait`` seconds are over.
+    """
+    deadline = time.monotonic() + max(wait, 0.0)
+    while not _try_lock(fd, path):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _locked_error(fd, path, what)
+        yield min(_LOCK_POLL, remaining)
+    _mark_held(fd)
 
 
 def _try_lock(fd: int, path: Path) -> bool:
