@@ -99,8 +99,8 @@ class Identifier:
 def parse_identifier(name: str) -> Identifier:
     """Validate and normalise a domain name or IP address as the user typed it.
 
-    Domain names are lower-cased and IDNA-encoded; a wildcard is only allowed as the
-    whole leftmost label (``*.example.com``). IP addresses are written in canonical
+    Domain names are lower-cased and IDNA 2008 (UTS #46) encoded, a trailing dot dropped;
+    a wildcard is only allowed as the whole leftmost label (``*.example.com``). IP addresses are written in canonical
     form (RFC 8738 §3, RFC 5952).
     """
     text = name.strip()
@@ -112,19 +112,34 @@ def parse_identifier(name: str) -> Identifier:
         pass
     wildcard = text.startswith("*.")
     host = text[2:] if wildcard else text
-    host = host.rstrip(".").lower()
+    host = host.rstrip(".")
     if "*" in host:
         raise ConfigError(f"{name!r}: a wildcard must be the whole leftmost label, as in *.example.com")
-    try:
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        raise ConfigError(f"{name!r} is not a valid domain name") from None
+    ascii_host = _idna_2008(name, host)
     labels = ascii_host.split(".")
     if len(labels) < 2 or len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise ConfigError(f"{name!r} is not a valid domain name (need at least two labels of a-z, 0-9, -)")
     if labels[-1].isdigit():
         raise ConfigError(f"{name!r} is not a valid domain name or IP address")
     return Identifier(IdentifierType.DNS, ("*." if wildcard else "") + ascii_host)
+
+
+def _idna_2008(name: str, host: str) -> str:
+    """``host`` in lower-case A-labels by IDNA 2008 with the UTS #46 mapping (non-transitional).
+
+    ``straße`` stays a different name from ``strasse`` (``xn--strae-oqa``), as registries and
+    browsers treat it; symbols such as ``☃`` and malformed A-labels such as ``xn--zz`` are refused.
+    """
+    if not host or ".." in host or host.startswith("."):
+        raise ConfigError(f"{name!r} is not a valid domain name: it has an empty label")
+    import idna
+
+    try:
+        return idna.encode(host, uts46=True, std3_rules=True, transitional=False).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ConfigError(f"{name!r} is not a valid domain name: {exc}") from None
+    except UnicodeError:
+        raise ConfigError(f"{name!r} is not a valid domain name") from None
 
 
 def parse_identifiers(names: Iterable[str]) -> list[Identifier]:

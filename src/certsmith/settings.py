@@ -8,6 +8,7 @@ Messages here speak in parameter names; the CLI translates them into flags.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_DIRECTORY, DEFAULT_KEY_TYPE, DIRECTORIES, KEY_TYPES
 from certsmith.crypto import Identifier
 from certsmith.errors import ConfigError
-from certsmith.storage.base import LineageMeta
+from certsmith.storage.base import MAX_LINEAGE_NAME, LineageMeta
 
 
 def resolve_directory(value: str | None) -> str:
@@ -149,8 +150,14 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
 
 
 def lineage_name_for(names: Sequence[str]) -> str:
-    """The default lineage name: the first name, ``*.`` written as ``_.``, ``:`` of IPv6 as ``-``."""
+    """The default lineage name: the first name, ``*.`` written as ``_.``, ``:`` of IPv6 as ``-``.
+
+    A name longer than the store allows keeps its start and gets a short stable suffix
+    (the same names always give the same lineage).
+    """
     first = names[0]
-    if first.startswith("*."):
-        return "_." + first[2:]
-    return first.replace(":", "-")
+    name = "_." + first[2:] if first.startswith("*.") else first.replace(":", "-")
+    if len(name) <= MAX_LINEAGE_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_LINEAGE_NAME - 9].rstrip('.-')}-{digest}"

@@ -32,6 +32,10 @@ from certsmith.jose import b64u_decode
         ("example.com.", Identifier("dns", "example.com")),
         ("*.example.com", Identifier("dns", "*.example.com")),
         ("bücher.example", Identifier("dns", "xn--bcher-kva.example")),
+        ("straße.example.com", Identifier("dns", "xn--strae-oqa.example.com")),  # IDNA 2008: not strasse
+        ("XN--Strae-OQA.example.com", Identifier("dns", "xn--strae-oqa.example.com")),
+        ("\uff25\uff58ample.com", Identifier("dns", "example.com")),  # UTS #46 maps full-width letters
+        ("*.Bücher.example.", Identifier("dns", "*.xn--bcher-kva.example")),
         ("192.0.2.1", Identifier("ip", "192.0.2.1")),
         ("2001:DB8::0:1", Identifier("ip", "2001:db8::1")),
         ("[::1]", Identifier("ip", "::1")),
@@ -43,11 +47,20 @@ def test_identifiers_are_normalised(text: str, expected: Identifier) -> None:
 
 @pytest.mark.parametrize(
     "text", ["", "localhost", "a..example.com", "-a.example.com", "a_b.example.com", "*.*.example.com",
-             "a.*.example.com", "*example.com", "x" * 64 + ".example.com", "1.2.3"]
+             "a.*.example.com", "*example.com", "x" * 64 + ".example.com", "1.2.3", "☃.example.com",
+             "xn--zz.example.com", "ab--c.example.com", ".example.com", "a" * 63 + "." + "b" * 63 + "." + "c" * 63
+             + "." + "d" * 62 + ".com"]
 )
 def test_bad_names_are_refused(text: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         parse_identifier(text)
+    assert "Traceback" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_a_253_character_name_is_accepted() -> None:
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57, "com"])
+    assert len(name) == 253
+    assert parse_identifier(name).value == name
 
 
 def test_duplicates_are_dropped_in_order() -> None:

@@ -38,6 +38,7 @@ from certsmith.storage import (
     validate_lineage_name,
 )
 from certsmith.storage import files as files_mod
+from certsmith.storage.base import MAX_LINEAGE_NAME
 
 DIRECTORY = "https://acme.example.test:14000/dir"
 
@@ -174,13 +175,15 @@ def store(tmp_path: Path) -> FileStore:
 # -- names and roots -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["example.com", "_.example.com", "a", "x-y_z.1", "A" * 255])
+@pytest.mark.parametrize("name", ["example.com", "_.example.com", "a", "x-y_z.1", "A" * MAX_LINEAGE_NAME])
 def test_valid_lineage_names(name: str) -> None:
     assert validate_lineage_name(name) == name
 
 
 @pytest.mark.parametrize(
-    "name", ["", ".", "..", ".hidden", "*.example.com", "a/b", "../x", "a b", "é.com", "a\n", "A" * 256]
+    "name",
+    ["", ".", "..", ".hidden", "*.example.com", "a/b", "../x", "a b", "é.com", "a\n", "A" * (MAX_LINEAGE_NAME + 1),
+     "-rf", "-x.example.com"],
 )
 def test_invalid_lineage_names(store: FileStore, pairs: tuple[Pair, Pair], name: str) -> None:
     with pytest.raises(ConfigError):
@@ -900,6 +903,26 @@ def test_delete_lineage_removes_every_version(store: FileStore, pairs: tuple[Pai
     assert store.lineage_names() == ["other.example.com"]
     assert sorted(os.listdir(store.root / "certificates")) == ["other.example.com"]
     store.delete_lineage("example.com")  # already gone: nothing to do
+
+
+def test_the_longest_lineage_name_fits_every_file_the_store_makes(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    longest = "a" * MAX_LINEAGE_NAME
+    save(store, pairs[0], name=longest)
+    save(store, pairs[1], name=longest)
+    with store.lock(longest):
+        store.delete_lineage(longest)
+    assert store.lineage_names() == []
+
+
+def test_long_names_get_a_short_stable_lineage_name() -> None:
+    from certsmith.settings import lineage_name_for
+
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57, "com"])
+    name = lineage_name_for([long_name])
+    assert len(name) <= MAX_LINEAGE_NAME and validate_lineage_name(name) == name
+    assert name == lineage_name_for([long_name]) != lineage_name_for([long_name.replace("d", "e")])
+    assert name.startswith("a" * 63 + ".")
+    assert lineage_name_for(["*.example.com"]) == "_.example.com"
 
 
 def test_a_deletion_cut_short_leaves_only_a_hidden_leftover(store: FileStore, pairs: tuple[Pair, Pair]) -> None:

@@ -26,21 +26,25 @@ __all__ = [
     "validate_lineage_name",
 ]
 
-_LINEAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
+# Every file name the stores build from a lineage name (``.deleted-<name>-<random>`` is the
+# longest) must fit in 255 bytes.
+MAX_LINEAGE_NAME = 200
+_LINEAGE_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{MAX_LINEAGE_NAME - 1}}}")
 
 
 def validate_lineage_name(name: str) -> str:
     """Return ``name`` if it is usable as a certificate (lineage) name.
 
     The name becomes a directory and a lock file name, so only letters, digits,
-    ``.``, ``-`` and ``_`` are allowed, without a leading dot (which also rules out
-    ``.`` and ``..``), at most 255 characters. A wildcard's ``*.`` must already have
-    been turned into ``_.`` by the caller. Raises :class:`ConfigError` otherwise.
+    ``.``, ``-`` and ``_`` are allowed, starting with a letter, digit or ``_`` (so never
+    ``.``, ``..`` or something that reads as an option), at most ``MAX_LINEAGE_NAME``
+    characters. A wildcard's ``*.`` must already have been turned into ``_.`` by the
+    caller. Raises :class:`ConfigError` otherwise.
     """
     if not isinstance(name, str) or not _LINEAGE_NAME.fullmatch(name):
         raise ConfigError(
-            f"invalid certificate name {name!r}: use 1 to 255 letters, digits, '.', '-' or '_', "
-            "not starting with '.' (write a wildcard '*.example.com' as '_.example.com')"
+            f"invalid certificate name {name!r}: use 1 to {MAX_LINEAGE_NAME} letters, digits, '.', '-' or '_', "
+            "starting with a letter, digit or '_' (write a wildcard '*.example.com' as '_.example.com')"
         )
     return name
 
