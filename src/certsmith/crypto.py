@@ -9,17 +9,19 @@ are parsed strictly: a PEM block that is not a CERTIFICATE is rejected (RFC 8555
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from certsmith.errors import ConfigError
+from certsmith.errors import ConfigError, UnexpectedCertificate
 from certsmith.jose import PrivateKey, b64u_encode
 
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
@@ -208,6 +210,50 @@ def split_pem_chain(data: bytes) -> list[x509.Certificate]:
     for match in _PEM_BLOCK.finditer(data):
         certs.append(x509.load_pem_x509_certificate(match.group(0)))
     return certs
+
+
+def check_issued(pem: bytes, csr_der: bytes, identifiers: Sequence[Identifier]) -> x509.Certificate:
+    """The leaf of ``pem`` after checking it is what was ordered; :class:`UnexpectedCertificate` if not.
+
+    The leaf must carry the CSR's public key and name exactly ``identifiers`` (no more, no
+    fewer), and every certificate of the chain must be signed by the next one. A CA that is
+    broken or hostile must not get another name's certificate, or one for a key we do not
+    hold, installed as this lineage.
+    """
+    try:
+        chain = split_pem_chain(pem)
+    except ValueError as exc:
+        raise UnexpectedCertificate(f"the CA's certificate download is not a PEM chain: {exc}") from None
+    leaf = chain[0]
+    csr = x509.load_der_x509_csr(csr_der)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != csr.public_key().public_bytes(*spki):
+        raise UnexpectedCertificate("the CA returned a certificate for another key than the one in the CSR")
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise UnexpectedCertificate("the CA returned a certificate without subjectAltName") from None
+    certified = {name.lower().rstrip(".") for name in san.get_values_for_type(x509.DNSName)}
+    certified |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    ordered = {ident.value for ident in identifiers}
+    if certified != ordered:
+        extra, missing = sorted(certified - ordered), sorted(ordered - certified)
+        said = "; ".join(
+            part for part in (
+                f"names not ordered: {', '.join(extra)[:300]}" if extra else "",
+                f"ordered names missing: {', '.join(missing)[:300]}" if missing else "",
+            ) if part
+        )
+        raise UnexpectedCertificate(f"the CA returned a certificate for other names ({said})")
+    for child, parent in itertools.pairwise(chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature):
+            raise UnexpectedCertificate(
+                f"the CA's chain is broken: {child.subject.rfc4514_string()[:200]} is not signed by "
+                f"{parent.subject.rfc4514_string()[:200]}"
+            ) from None
+    return leaf
 
 
 def issuer_common_name(cert: x509.Certificate) -> str:

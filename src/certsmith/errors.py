@@ -55,6 +55,11 @@ class ListenError(ChallengeError):
         self.cause = cause
 
 
+class UnexpectedCertificate(CertsmithError):
+    """The CA returned a certificate that is not the one ordered (another key or other names,
+    or a chain that does not certify it); nothing was stored."""
+
+
 class StorageError(CertsmithError):
     """The state directory could not be read or written."""
 

@@ -38,6 +38,7 @@ from certsmith.challenges.base import ChallengeJob
 from certsmith.crypto import (
     Identifier,
     ari_cert_id,
+    check_issued,
     generate_key,
     issuer_common_name,
     key_type_of,
@@ -398,7 +399,9 @@ class Manager:
             finalized = await client.finalize(order, csr_der)
         self.event("finalized", f"{label}: certificate issued")
         assert finalized.certificate is not None
-        return await client.download_certificate(finalized.certificate, preferred_chain=request.preferred_chain)
+        chain = await client.download_certificate(finalized.certificate, preferred_chain=request.preferred_chain)
+        check_issued(chain.pem, csr_der, identifiers)
+        return chain
 
     async def _new_order(
         self,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import re
+from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from certsmith.crypto import (
     Identifier,
     ari_cert_id,
+    check_issued,
     generate_key,
     key_type_of,
     load_csr,
@@ -21,7 +24,7 @@ from certsmith.crypto import (
     parse_identifiers,
     private_key_pem,
 )
-from certsmith.errors import ConfigError
+from certsmith.errors import ConfigError, UnexpectedCertificate
 from certsmith.jose import b64u_decode
 
 
@@ -120,3 +123,46 @@ def test_identifier_types_are_an_enum_and_others_are_refused() -> None:
     assert parse_identifier("192.0.2.1").type is IdentifierType.IP
     with pytest.raises(ValueError):
         Identifier("email", "a@b.test")  # type: ignore[arg-type]
+
+
+# -- what the CA returned is what was ordered ---------------------------------------------
+
+
+def _certificate(
+    subject_key: Any, issuer_key: Any, names: list[str], *, issuer: str = "Test CA", subject: str = "leaf"
+) -> bytes:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_check_issued_accepts_the_ordered_certificate_and_refuses_anything_else() -> None:
+    ca_key, leaf_key, other_key = generate_key(), generate_key(), generate_key()
+    identifiers = parse_identifiers(["example.com", "*.example.com"])
+    csr = make_csr(leaf_key, identifiers)
+    intermediate = _certificate(ca_key, ca_key, [], subject="Test CA")
+    good = _certificate(leaf_key, ca_key, ["example.com", "*.example.com"]) + intermediate
+    assert check_issued(good, csr, identifiers).subject.rfc4514_string() == "CN=leaf"
+
+    cases = {
+        "another key": _certificate(other_key, ca_key, ["example.com", "*.example.com"]) + intermediate,
+        "names not ordered: evil.example": _certificate(leaf_key, ca_key, ["example.com", "*.example.com",
+                                                                          "evil.example"]) + intermediate,
+        "ordered names missing: *.example.com": _certificate(leaf_key, ca_key, ["example.com"]) + intermediate,
+        "without subjectAltName": _certificate(leaf_key, ca_key, []) + intermediate,
+        "chain is broken": _certificate(leaf_key, other_key, ["example.com", "*.example.com"]) + intermediate,
+        "not a PEM chain": b"<html>hello</html>",
+    }
+    for expected, pem in cases.items():
+        with pytest.raises(UnexpectedCertificate, match=re.escape(expected)):
+            check_issued(pem, csr, identifiers)
