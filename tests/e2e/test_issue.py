@@ -370,8 +370,12 @@ def test_dns_list_shows_every_provider(cli: Cli) -> None:
     assert "EXEC_PATH" in human and "RFC2136_NAMESERVER" in human
 
 
-def test_ctrl_c_during_propagation_removes_the_records(registered_cli: Cli, tmp_path: Path) -> None:
-    """SIGINT while waiting for DNS: the records created are deleted and the exit status is 130."""
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_signal_during_propagation_removes_the_records(
+    registered_cli: Cli, tmp_path: Path, signame: str, status: int
+) -> None:
+    """Ctrl-C, systemd's or timeout's SIGTERM, a closed terminal's SIGHUP while waiting for DNS:
+    the records created are deleted and the exit status is 128 + the signal's number."""
     import signal
     import subprocess
     import time
@@ -384,7 +388,7 @@ def test_ctrl_c_during_propagation_removes_the_records(registered_cli: Cli, tmp_
     srv = cli.pebble.challtestsrv
     assert srv is not None
     process = subprocess.Popen(
-        [*CERTSMITH, *cli.global_args(), "issue", "-d", "ctrlc.example.com", "-d", "*.ctrlc.example.com",
+        [*CERTSMITH, *cli.global_args(), "issue", "-d", f"{signame}.example.com", "-d", f"*.{signame}.example.com",
          "--dns", "exec", "--dns-resolver", srv.dns_address, "--propagation-timeout", "60"],
         env=clean_env(EXEC_PATH=str(hook)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -392,11 +396,12 @@ def test_ctrl_c_during_propagation_removes_the_records(registered_cli: Cli, tmp_
     while len([c for c in hook_calls(log) if c[0] == "present"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signame))
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
     calls = hook_calls(log)
     presented = sorted(c[1:] for c in calls if c[0] == "present")
     cleaned = sorted(c[1:] for c in calls if c[0] == "cleanup")
     assert len(presented) == 2 and presented == cleaned
-    assert not (cli.state_dir / "certificates" / "ctrlc.example.com").exists()
+    assert not (cli.state_dir / "certificates" / f"{signame.lower()}.example.com").exists()

@@ -110,13 +110,58 @@ def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     for noisy in ("httpx", "httpcore"):  # certsmith.wire shows the exchange; the HTTP library's own log only repeats it
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return asyncio.run(coro_factory())
+        return asyncio.run(_until_signalled(coro_factory))
     except CertsmithError as exc:
         from certsmith.cli.advice import advice
 
         _fail(ctx, str(exc), advice=advice(exc))
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", status=130)
+    except _Signalled as exc:
+        _fail(ctx, f"stopped by {exc.name}", status=128 + exc.signum)
+
+
+class _Signalled(Exception):
+    """SIGTERM or SIGHUP ended the command after its cleanup ran."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+async def _until_signalled(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the command; SIGTERM (systemd, ``timeout``, ``kill``) and SIGHUP stop it as Ctrl-C does.
+
+    The command's task is cancelled, so DNS records and web-root files it created are removed
+    and listeners closed before the process exits with 128 + the signal's number.
+    """
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    for signum in handled:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await coro_factory()
+    except asyncio.CancelledError:
+        if received:
+            raise _Signalled(received[0]) from None
+        raise
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
