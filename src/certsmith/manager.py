@@ -490,6 +490,7 @@ class Manager:
         outcomes: dict[str, RenewOutcome] = {}
         todo: list[tuple[str, CertificateRequest, str]] = []
         metas: list[LineageMeta] = []
+        requests: dict[str, CertificateRequest] = {}
         for name in selected:
             try:
                 meta = self.store.load_meta(name)
@@ -498,15 +499,21 @@ class Manager:
                 continue
             if meta is None:
                 raise ConfigError(f"no certificate named {name!r}")
-            if directory_url is None or meta.directory_url == directory_url:
-                metas.append(meta)
+            if directory_url is not None and meta.directory_url != directory_url:
+                continue
+            try:
+                requests[name] = CertificateRequest.from_lineage(meta)
+            except ConfigError as exc:
+                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
+                continue
+            metas.append(meta)
         await self.check_renewal_info(metas)
         for meta in metas:
             name = meta.name
+            request = requests[name]
             try:
                 decision = self.decide(meta)
-                request = CertificateRequest.from_lineage(meta)
-            except (ConfigError, ValueError) as exc:
+            except ValueError as exc:
                 outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
                 continue
             if force or decision.due:

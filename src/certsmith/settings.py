@@ -11,12 +11,14 @@ import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_DIRECTORY, DEFAULT_KEY_TYPE, DIRECTORIES, KEY_TYPES
-from certsmith.crypto import Identifier
 from certsmith.errors import ConfigError
 from certsmith.storage.base import MAX_LINEAGE_NAME, LineageMeta
+
+if TYPE_CHECKING:
+    from certsmith.crypto import Identifier
 
 
 def resolve_directory(value: str | None) -> str:
@@ -28,6 +30,22 @@ def resolve_directory(value: str | None) -> str:
     if value.startswith("https://"):
         return value
     raise ConfigError(f"the ACME directory must be an https:// URL or one of: {', '.join(DIRECTORIES)}; got {value!r}")
+
+
+_NONE = type(None)
+# The JSON types each stored challenge setting may have.
+_FIELD_KINDS: dict[str, tuple[type, ...]] = {
+    "challenge": (str,),
+    "http_port": (int,),
+    "http_host": (str,),
+    "webroot": (str, _NONE),
+    "tls_port": (int,),
+    "tls_host": (str,),
+    "dns_provider": (str, _NONE),
+    "dns_resolvers": (list,),
+    "propagation_timeout": (int, float, _NONE),
+    "dns_env": (dict,),
+}
 
 
 @dataclass(frozen=True)
@@ -66,14 +84,28 @@ class ChallengeSettings:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChallengeSettings:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Read stored settings back; ``ValueError`` names the field that is missing its type."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"the challenge settings are a JSON {type(data).__name__}, not an object")
+        known: dict[str, Any] = {}
+        for key, value in data.items():
+            kinds = _FIELD_KINDS.get(key)
+            if kinds is None:
+                continue  # a field of a newer certsmith
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"challenge setting {key!r} has the wrong type ({type(value).__name__})")
+            known[key] = value
         if "dns_resolvers" in known:
+            if not all(isinstance(server, str) for server in known["dns_resolvers"]):
+                raise ValueError("challenge setting 'dns_resolvers' must be a list of strings")
             known["dns_resolvers"] = tuple(known["dns_resolvers"])
         if "dns_env" in known:
-            stored = known["dns_env"]
-            if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
-                raise ValueError("dns_env must map names to strings")
-            known["dns_env"] = tuple(sorted(stored.items()))
+            if not all(isinstance(v, str) for v in known["dns_env"].values()):
+                raise ValueError("challenge setting 'dns_env' must map names to strings")
+            known["dns_env"] = tuple(sorted(known["dns_env"].items()))
+        timeout = known.get("propagation_timeout")
+        if timeout is not None and not 0 < timeout < 86400:
+            raise ValueError(f"challenge setting 'propagation_timeout' is out of range ({timeout})")
         return cls(**known)
 
     def check_identifiers(self, identifiers: Sequence[Identifier]) -> None:
@@ -138,8 +170,10 @@ class CertificateRequest:
                 directory_url=meta.directory_url,
                 ca_bundle=_optional_str(settings, "ca_bundle"),
             )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"the stored settings of {meta.name!r} are damaged ({exc}); issue it again") from None
+        except (TypeError, ValueError, ConfigError) as exc:
+            raise ConfigError(
+                f"the stored settings of {meta.name!r} are damaged ({exc}); issue the certificate again to replace them"
+            ) from None
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
@@ -157,6 +191,8 @@ def lineage_name_for(names: Sequence[str]) -> str:
     """
     first = names[0]
     name = "_." + first[2:] if first.startswith("*.") else first.replace(":", "-")
+    if name.startswith("-"):  # "::1" is also "0::1"; a name never starts with "-"
+        name = "0" + name
     if len(name) <= MAX_LINEAGE_NAME:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]

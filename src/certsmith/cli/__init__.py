@@ -19,6 +19,8 @@ from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, R
 from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from certsmith.manager import Manager
     from certsmith.storage.files import FileStore
 
@@ -563,23 +565,31 @@ def _lineage_names(names: tuple[str, ...]) -> list[str]:
 
 def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     from certsmith._time import utc_now
-    from certsmith.errors import ConfigError, StorageError
-    from certsmith.policy import lineage_summary
 
     store = ctx.store()
     now = utc_now()
     rows = []
     for name in _lineage_names(names) or store.lineage_names():
-        try:
-            meta = store.load_meta(name)
-            if meta is None:
-                raise ConfigError(f"no certificate named {name!r}; see: certsmith list")
-            row = lineage_summary(meta, store.load_state(name), now)
-        except (StorageError, ValueError) as exc:
-            row = {"name": name, "status": "damaged", "error": str(exc), "names": []}
+        row = _lineage_row(store, name, now)
         row["path"] = store.location(name)
         rows.append(row)
     return rows
+
+
+def _lineage_row(store: FileStore, name: str, now: datetime) -> dict[str, Any]:
+    """What ``list`` and ``show`` print for one lineage; a damaged one says why instead."""
+    from certsmith.errors import ConfigError, StorageError
+    from certsmith.policy import lineage_summary
+    from certsmith.settings import CertificateRequest
+
+    try:
+        meta = store.load_meta(name)
+        if meta is not None:
+            CertificateRequest.from_lineage(meta)  # the stored settings a renewal needs must be readable
+            return lineage_summary(meta, store.load_state(name), now)
+    except (StorageError, ConfigError, ValueError) as exc:
+        return {"name": name, "status": "damaged", "error": str(exc), "names": []}
+    raise ConfigError(f"no certificate named {name!r}; see: certsmith list")
 
 
 @main.command("list")

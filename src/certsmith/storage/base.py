@@ -15,6 +15,8 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from certsmith._constants import KEY_TYPES
+from certsmith._time import parse_time
 from certsmith.errors import ConfigError
 
 __all__ = [
@@ -67,6 +69,15 @@ def _get_str_tuple(data: Mapping[str, Any], key: str, default: Any = ...) -> tup
     if not all(isinstance(item, str) for item in value):
         raise ValueError(f"field {key!r} must be a list of strings")
     return tuple(value)
+
+
+def _get_time(data: Mapping[str, Any], key: str) -> str:
+    value: str = _get(data, key, str)
+    try:
+        parse_time(value)
+    except ValueError:
+        raise ValueError(f"field {key!r} is not an RFC 3339 time: {value[:40]!r}") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -162,17 +173,29 @@ class LineageMeta:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+        names = _get_str_tuple(data, "names")
+        if not names:
+            raise ValueError("field 'names' is empty")
+        key_type = _get(data, "key_type", str)
+        if key_type not in (*KEY_TYPES, "csr"):
+            raise ValueError(f"field 'key_type' is {key_type[:40]!r}, not one of {', '.join(KEY_TYPES)} or csr")
+        directory_url = _get(data, "directory_url", str)
+        if not directory_url.startswith("https://"):
+            raise ValueError("field 'directory_url' is not an https:// URL")
+        version = _get(data, "version", int)
+        if version < 0:
+            raise ValueError(f"field 'version' must not be negative ({version})")
         return cls(
-            name=_get(data, "name", str),
-            names=_get_str_tuple(data, "names"),
-            key_type=_get(data, "key_type", str),
-            directory_url=_get(data, "directory_url", str),
+            name=validate_lineage_name(_get(data, "name", str)),
+            names=names,
+            key_type=key_type,
+            directory_url=directory_url,
             settings=dict(_get(data, "settings", dict, {})),
-            not_before=_get(data, "not_before", str),
-            not_after=_get(data, "not_after", str),
+            not_before=_get_time(data, "not_before"),
+            not_after=_get_time(data, "not_after"),
             serial=_get(data, "serial", str),
             issuer=_get(data, "issuer", str),
-            version=_get(data, "version", int),
+            version=version,
             created_at=_get(data, "created_at", str, ""),
             updated_at=_get(data, "updated_at", str, ""),
             cert_id=_get(data, "cert_id", str, ""),
