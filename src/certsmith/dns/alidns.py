@@ -62,7 +62,7 @@ ENV = (
     ),
     EnvVar(
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        "AccessKey secret (or ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE)",
+        "AccessKey secret of that AccessKey ID",
         required=True,
         secret=True,
         aliases=("ALICLOUD_SECRET_KEY", "Ali_Secret"),

@@ -304,6 +304,11 @@ def _all_targets() -> dict[str, str]:
     return targets
 
 
+def builtin_providers() -> list[str]:
+    """Names of the providers that ship with certsmith, sorted (what the README documents)."""
+    return sorted(_BUILTINS)
+
+
 def available_providers() -> list[str]:
     """Names of every provider, built-in or installed, sorted."""
     return sorted(name for name, target in _all_targets().items() if _importable(target))

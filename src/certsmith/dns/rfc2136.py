@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -63,8 +62,15 @@ ENV = (
         "Primary name server that accepts the updates: host, host:port, IPv6 as [::1]:53",
         required=True,
     ),
-    EnvVar("RFC2136_TSIG_KEY", "TSIG key name, as in the server's `key` statement (e.g. certsmith.)"),
-    EnvVar("RFC2136_TSIG_SECRET", "TSIG secret, base64 (or RFC2136_TSIG_SECRET_FILE)", secret=True),
+    EnvVar(
+        "RFC2136_TSIG_KEY",
+        "TSIG key name, as in the server's `key` statement (e.g. certsmith.); unset for unsigned updates",
+    ),
+    EnvVar(
+        "RFC2136_TSIG_SECRET",
+        "TSIG secret, base64, as in the `key` statement; required with RFC2136_TSIG_KEY",
+        secret=True,
+    ),
     EnvVar(
         "RFC2136_TSIG_ALGORITHM",
         "TSIG algorithm: hmac-sha256, hmac-sha512, hmac-sha1, ... (a trailing dot is fine)",
@@ -364,6 +370,8 @@ class Rfc2136Provider:
         return await self._tcp(message, addresses[-1])
 
     async def _tcp(self, message: dns.message.Message, address: str) -> dns.message.Message:
+        import dns.asyncquery  # here: it pulls in asyncio's networking, which `certsmith dns list` never needs
+
         return await dns.asyncquery.tcp(message, address, timeout=self.config.dns_timeout, port=self.config.port)
 
     async def _server_addresses(self) -> list[str]:
