@@ -21,8 +21,9 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    float | None`` field and a classmethod ``from_env(env) -> Self`` -- the one place
    that validates. It starts with :func:`read_env` (one :class:`ProviderConfigError`
    naming every missing variable; secrets registered for redaction) and turns text
-   into values with :func:`parse_int`, :func:`parse_seconds`, :func:`parse_bool` and
-   :func:`parse_host_port`, whose :class:`ConfigError` messages name the variable.
+   into values with :func:`parse_int`, :func:`parse_seconds` (:func:`optional_seconds`
+   for an unset-means-default variable), :func:`parse_bool` and :func:`parse_host_port`,
+   whose :class:`ConfigError` messages name the variable.
    Keep secrets out of ``repr`` (``field(repr=False)``).
 3. The provider class: ``info: ClassVar[ProviderInfo]`` (name, title, description,
    ``env=ENV``, an example, links, ``default_propagation_timeout``), ``__init__(config)``,
@@ -33,9 +34,10 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    ``certsmith dns list`` can read ``info`` without them.
 4. An entry in ``_BUILTINS`` (or a ``certsmith.dns_providers`` entry point), then run
    ``python scripts/dns_providers_readme.py`` to regenerate the README's table.
-5. Tests: add the provider to ``tests/unit/test_dns_providers.py`` (configuration
-   round trip) and run :func:`certsmith.testing.conformance.check_provider` against an
-   emulator of its API in ``tests/support/``.
+5. Tests: a valid environment in ``GOOD_ENV`` of ``tests/unit/test_dns_providers.py``
+   (configuration round trip) and a backend in ``BACKENDS`` of
+   ``tests/e2e/test_dns_providers.py`` -- an emulator of its API in ``tests/support/``
+   -- for :func:`certsmith.testing.conformance.check_provider`.
 """
 
 from __future__ import annotations
