@@ -75,6 +75,15 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets registered for redaction by one test (a provider's fake token "t") stay in that test."""
+    from certsmith import _redact
+
+    monkeypatch.setattr(_redact, "_secrets", set(_redact._secrets))
+    monkeypatch.setattr(_redact, "_longest_first", _redact._longest_first)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The process environment without certsmith and CA-bundle variables, plus ``extra``."""
     env = {

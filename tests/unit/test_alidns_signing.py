@@ -272,7 +272,8 @@ def test_config_defaults_and_registry() -> None:
     provider = AlidnsProvider.from_env(BASE_ENV)
     config = provider.config
     assert (config.endpoint, config.ttl, config.signature_version) == ("https://alidns.aliyuncs.com", 600, 3)
-    assert provider.propagation_timeout is None
+    assert config.propagation_timeout is None
+    assert provider.propagation_timeout == AlidnsProvider.info.default_propagation_timeout
     asyncio.run(provider.aclose())
 
 

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "_time": 0,
     "_redact": 0,
     "_atomic": 0,
+    "_http": 0,
     "errors": 0,
     "jose": 1,
     "crypto": 2,

@@ -8,8 +8,8 @@ from pathlib import Path
 import dns.tsig
 import pytest
 
-from certsmith.dns.base import DnsProvider, provider_class
-from certsmith.dns.rfc2136 import Rfc2136Provider, config_from_env, parse_algorithm, parse_nameserver
+from certsmith.dns.base import DnsProvider, parse_host_port, provider_class
+from certsmith.dns.rfc2136 import Rfc2136Config, Rfc2136Provider, parse_algorithm
 from certsmith.errors import ConfigError, ProviderConfigError
 
 SECRET = base64.b64encode(bytes(range(32))).decode()
@@ -34,8 +34,8 @@ def env(**values: str) -> dict[str, str]:
     ],
 )
 def test_nameserver_forms(text: str, host: str, port: int, shown: str) -> None:
-    assert parse_nameserver(text) == (host, port)
-    config = config_from_env(env(RFC2136_NAMESERVER=text))
+    assert parse_host_port(text, "RFC2136_NAMESERVER") == (host, port)
+    config = Rfc2136Config.from_env(env(RFC2136_NAMESERVER=text))
     assert (config.host, config.port, config.nameserver) == (host, port, shown)
 
 
@@ -56,7 +56,7 @@ def test_nameserver_forms(text: str, host: str, port: int, shown: str) -> None:
 )
 def test_bad_nameservers(text: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match="RFC2136_NAMESERVER") as info:
-        parse_nameserver(text)
+        parse_host_port(text, "RFC2136_NAMESERVER")
     assert complaint in str(info.value)
 
 
@@ -76,12 +76,12 @@ def test_bad_nameservers(text: str, complaint: str) -> None:
 )
 def test_algorithm_names(text: str, expected: object) -> None:
     assert parse_algorithm(text) == expected
-    assert config_from_env(env(RFC2136_TSIG_ALGORITHM=text)).tsig_algorithm == expected
+    assert Rfc2136Config.from_env(env(RFC2136_TSIG_ALGORITHM=text)).tsig_algorithm == expected
 
 
 def test_unknown_algorithm_lists_the_supported_ones() -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_env(env(RFC2136_TSIG_ALGORITHM="hmac-sha3-256"))
+        Rfc2136Config.from_env(env(RFC2136_TSIG_ALGORITHM="hmac-sha3-256"))
     assert "hmac-sha3-256" in str(info.value) and "hmac-sha256" in str(info.value) and "hmac-sha512" in str(info.value)
 
 
@@ -93,7 +93,8 @@ def test_defaults() -> None:
     assert config.dns_timeout == 10.0
     assert config.zone is None
     assert config.tsig_secret == bytes(range(32))
-    assert provider.propagation_timeout is None
+    assert config.propagation_timeout is None
+    assert provider.propagation_timeout == Rfc2136Provider.info.default_propagation_timeout == 60
 
 
 def test_numbers_and_zone() -> None:
@@ -117,47 +118,47 @@ def test_numbers_and_zone() -> None:
 )
 def test_bad_numbers(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        config_from_env(env(**{name: value}))
+        Rfc2136Config.from_env(env(**{name: value}))
 
 
 def test_every_missing_variable_is_named_at_once() -> None:
     with pytest.raises(ProviderConfigError) as info:
-        config_from_env({})
+        Rfc2136Config.from_env({})
     assert info.value.missing == ["RFC2136_NAMESERVER"]
 
     with pytest.raises(ProviderConfigError) as info:
-        config_from_env({"RFC2136_TSIG_KEY": "certsmith."})
+        Rfc2136Config.from_env({"RFC2136_TSIG_KEY": "certsmith."})
     assert info.value.missing == ["RFC2136_NAMESERVER", "RFC2136_TSIG_SECRET"]
     assert "both the key name and the secret" in str(info.value)
 
     with pytest.raises(ProviderConfigError) as info:
-        config_from_env(env(RFC2136_TSIG_KEY="<unset>"))
+        Rfc2136Config.from_env(env(RFC2136_TSIG_KEY="<unset>"))
     assert info.value.missing == ["RFC2136_TSIG_KEY"]
     assert SECRET not in str(info.value)
 
 
 def test_tsig_is_optional_as_a_pair() -> None:
-    config = config_from_env({"RFC2136_NAMESERVER": "127.0.0.1:5353"})
+    config = Rfc2136Config.from_env({"RFC2136_NAMESERVER": "127.0.0.1:5353"})
     assert config.tsig_key is None and config.tsig_secret is None
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret_file = tmp_path / "tsig.secret"
     secret_file.write_text(SECRET + "\n")
-    config = config_from_env(env(RFC2136_TSIG_SECRET="<unset>", RFC2136_TSIG_SECRET_FILE=str(secret_file)))
+    config = Rfc2136Config.from_env(env(RFC2136_TSIG_SECRET="<unset>", RFC2136_TSIG_SECRET_FILE=str(secret_file)))
     assert config.tsig_secret == bytes(range(32))
 
 
 def test_unreadable_secret_file(tmp_path: Path) -> None:
     missing = tmp_path / "absent"
     with pytest.raises(ConfigError, match="RFC2136_TSIG_SECRET_FILE"):
-        config_from_env(env(RFC2136_TSIG_SECRET="<unset>", RFC2136_TSIG_SECRET_FILE=str(missing)))
+        Rfc2136Config.from_env(env(RFC2136_TSIG_SECRET="<unset>", RFC2136_TSIG_SECRET_FILE=str(missing)))
 
 
 def test_secret_that_is_not_base64_is_rejected_without_echoing_it() -> None:
     bad = "s3cr3t-not-base64!"
     with pytest.raises(ConfigError) as info:
-        config_from_env(env(RFC2136_TSIG_SECRET=bad))
+        Rfc2136Config.from_env(env(RFC2136_TSIG_SECRET=bad))
     assert "not valid base64" in str(info.value)
     assert bad not in str(info.value)
 

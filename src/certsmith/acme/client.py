@@ -28,6 +28,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certsmith._http import json_object
 from certsmith._redact import add_secret
 from certsmith._version import __version__
 from certsmith.acme import wire
@@ -575,14 +576,14 @@ def _chain_matches(chain: CertificateChain, name: str) -> bool:
     return any(issuer_common_name(c).lower() == wanted for c in certs[1:])
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body = json_object(response)
+    if body is None:
         raise UnexpectedResponse(
-            f"{response.request.method} {response.request.url} returned invalid JSON "
+            f"{response.request.method} {response.request.url} returned invalid JSON, not an object "
             f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content type')})"
-        ) from None
+        )
+    return body
 
 
 def certificate_der(pem: bytes) -> bytes:

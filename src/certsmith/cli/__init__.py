@@ -656,14 +656,20 @@ def dns() -> None:
 
 
 @dns.command("list")
+@click.option("--markdown", is_flag=True, help="Print the providers as Markdown tables (the README's section).")
 @pass_ctx
-def dns_list(ctx: Context) -> None:
+def dns_list(ctx: Context, markdown: bool) -> None:
     """Every DNS provider with its environment variables and an example."""
     from certsmith.dns.base import available_providers, provider_class
 
+    infos = [provider_class(name).info for name in available_providers()]
+    if markdown:
+        from certsmith.dns.docs import providers_markdown
+
+        click.echo(providers_markdown(infos), nl=False)
+        return
     providers: list[dict[str, Any]] = []
-    for name in available_providers():
-        info = provider_class(name).info
+    for info in infos:
         providers.append(
             {
                 "name": info.name,
@@ -691,7 +697,8 @@ def dns_list(ctx: Context) -> None:
             for var in provider["env"]:
                 flag = "required" if var["required"] else f"default {var['default']}" if var["default"] else "optional"
                 also = f" (also {', '.join(var['aliases'])})" if var["aliases"] else ""
-                click.echo(f"    {var['name']:<34} {flag:<22} {var['description']}{also}")
+                secret = f"; secret, or {var['name']}_FILE" if var["secret"] else ""
+                click.echo(f"    {var['name']:<34} {flag:<22} {var['description']}{also}{secret}")
             if provider["example"]:
                 click.echo("  example:")
                 for line in provider["example"].splitlines():

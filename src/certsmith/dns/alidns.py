@@ -25,14 +25,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import urlsplit
 
-import httpx
-import idna
-
+from certsmith._http import json_object
 from certsmith.dns import alidns_signing as signing
-from certsmith.dns.base import EnvVar, ProviderInfo, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ ENV = (
     ),
     EnvVar(
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        "AccessKey secret (or ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE)",
+        "AccessKey secret of that AccessKey ID",
         required=True,
         secret=True,
         aliases=("ALICLOUD_SECRET_KEY", "Ali_Secret"),
@@ -142,33 +144,18 @@ class AlidnsConfig:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AlidnsConfig:
+    def from_env(cls, env: Mapping[str, str]) -> Self:
         """Read the settings from ``env``; one error lists every missing variable."""
         values = read_env(env, ENV, NAME, hint=f"create an AccessKey for a RAM user with the policy {RAM_POLICY}")
-        timeout = values.get("ALIDNS_PROPAGATION_TIMEOUT")
         return cls(
             access_key_id=values["ALIBABA_CLOUD_ACCESS_KEY_ID"].strip(),
             access_key_secret=values["ALIBABA_CLOUD_ACCESS_KEY_SECRET"].strip(),
             security_token=values.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None,
             endpoint=_with_scheme(values["ALIDNS_ENDPOINT"].strip()),
-            ttl=_parse_int("ALIDNS_TTL", values["ALIDNS_TTL"]),
-            propagation_timeout=None if timeout is None else _parse_float("ALIDNS_PROPAGATION_TIMEOUT", timeout),
+            ttl=parse_int("ALIDNS_TTL", values["ALIDNS_TTL"], minimum=1, maximum=86400),
+            propagation_timeout=optional_seconds(values, "ALIDNS_PROPAGATION_TIMEOUT"),
             signature_version=_parse_signature_version(values["ALIDNS_SIGNATURE_VERSION"]),
         )
-
-
-def _parse_int(name: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number of seconds, not {text!r}") from None
-
-
-def _parse_float(name: str, text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
 
 
 def _parse_signature_version(text: str) -> int:
@@ -188,12 +175,14 @@ def _with_scheme(endpoint: str) -> str:
 def _check_endpoint(endpoint: str) -> None:
     """Allow https anywhere and plain http only to loopback test servers."""
     try:
-        url = httpx.URL(endpoint)
-    except httpx.InvalidURL:
+        url = urlsplit(endpoint)
+        host = url.hostname
+        url.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
         raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} must look like https://alidns.aliyuncs.com")
-    if url.scheme == "http" and not _is_loopback(url.host):
+    if url.scheme == "http" and not _is_loopback(host):
         raise ConfigError(
             f"ALIDNS_ENDPOINT {endpoint!r}: plain http is only allowed for loopback test servers; use https"
         )
@@ -231,6 +220,8 @@ def to_ascii(name: str) -> str:
         if label.isascii():
             out.append(label.lower())
             continue
+        import idna  # only for internationalised names; keeps `certsmith dns list` light
+
         try:
             out.append(idna.encode(label, uts46=True).decode("ascii"))
         except idna.IDNAError as exc:
@@ -359,8 +350,8 @@ def _zone_list(zones: list[str]) -> str:
 class AlidnsProvider:
     """Creates and deletes TXT records through the Alidns API.
 
-    ``propagation_timeout`` is ``ALIDNS_PROPAGATION_TIMEOUT`` (``None`` when unset, so
-    the solver uses ``info.default_propagation_timeout``). The keyword arguments tune
+    ``propagation_timeout`` is ``ALIDNS_PROPAGATION_TIMEOUT``, else
+    ``info.default_propagation_timeout``. The keyword arguments tune
     retries (``max_attempts`` per call, back-off from ``retry_delay`` doubling up to
     ``max_retry_delay`` seconds, with jitter) and let tests supply the ``clock`` and an
     httpx ``transport``.
@@ -402,8 +393,9 @@ class AlidnsProvider:
         clock: Callable[[], datetime] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx  # here, not at the top: reading `info` must not need httpx
+
         self.config = config
-        self.propagation_timeout: float | None = config.propagation_timeout
         self._max_attempts = max(1, max_attempts)
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -426,6 +418,11 @@ class AlidnsProvider:
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``ALIBABA_CLOUD_*`` / ``ALIDNS_*`` (or lego/acme.sh) variables."""
         return cls(AlidnsConfig.from_env(env))
+
+    @property
+    def propagation_timeout(self) -> float:
+        """``ALIDNS_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -573,6 +570,8 @@ class AlidnsProvider:
 
     async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         """Sign and send one API call; retry throttling, 5xx and transport errors."""
+        import httpx
+
         for attempt in range(1, self._max_attempts + 1):
             request = self._build(action, params)
             last = attempt == self._max_attempts
@@ -588,7 +587,7 @@ class AlidnsProvider:
                 log.debug("alidns: %s attempt %d: %s", action, attempt, type(exc).__name__)
                 await self._backoff(attempt)
                 continue
-            body = _json(response)
+            body = json_object(response)
             code = body.get("Code") if body is not None else None
             if response.status_code < 400 and body is not None and not code:
                 return body
@@ -673,14 +672,6 @@ class AlidnsProvider:
 
 def _normalise(fqdn: str) -> str:
     return fqdn.strip().lower().rstrip(".") + "."
-
-
-def _json(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _items(result: Mapping[str, Any], outer: str, inner: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The DNS provider contract and the provider registry.
+"""The DNS provider contract, the provider registry and the recipe every provider follows.
 
 A provider only creates and deletes TXT records at absolute names (with the trailing
 dot). Everything else about dns-01 -- deriving ``_acme-challenge`` names, following
@@ -7,18 +7,52 @@ CNAMEs, waiting for propagation -- belongs to :mod:`certsmith.challenges.dns01` 
 
 Built-in providers are listed in ``_BUILTINS`` and imported only when used; third
 parties register theirs under the ``certsmith.dns_providers`` entry-point group.
+
+The recipe
+----------
+One module per provider (``certsmith/dns/<name>.py``) holding:
+
+1. ``ENV``: a tuple of :class:`EnvVar` -- every variable the provider reads, with the
+   ecosystem's usual names (``aliases`` for lego's and acme.sh's spellings), ``secret``
+   for credentials (those may also be given as ``<NAME>_FILE``), ``required`` and
+   ``default``. A ``<PROVIDER>_PROPAGATION_TIMEOUT`` variable lets users override
+   the metadata's ``default_propagation_timeout``.
+2. A frozen dataclass config, e.g. ``ExampleConfig``, with a ``propagation_timeout:
+   float | None`` field and a classmethod ``from_env(env) -> Self`` -- the one place
+   that validates. It starts with :func:`read_env` (one :class:`ProviderConfigError`
+   naming every missing variable; secrets registered for redaction) and turns text
+   into values with :func:`parse_int`, :func:`parse_seconds` (:func:`optional_seconds`
+   for an unset-means-default variable), :func:`parse_bool` and :func:`parse_host_port`,
+   whose :class:`ConfigError` messages name the variable.
+   Keep secrets out of ``repr`` (``field(repr=False)``).
+3. The provider class: ``info: ClassVar[ProviderInfo]`` (name, title, description,
+   ``env=ENV``, an example, links, ``default_propagation_timeout``), ``__init__(config)``,
+   ``from_env`` returning ``cls(ExampleConfig.from_env(env))``, the
+   ``propagation_timeout`` property (``config.propagation_timeout`` or the metadata's
+   default), and the async ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
+   Import heavy libraries (httpx, SDKs) inside the methods that need them, so that
+   ``certsmith dns list`` can read ``info`` without them.
+4. An entry in ``_BUILTINS`` (or a ``certsmith.dns_providers`` entry point), then run
+   ``python scripts/dns_providers_readme.py`` to regenerate the README's table.
+5. Tests: a valid environment in ``GOOD_ENV`` of ``tests/unit/test_dns_providers.py``
+   (configuration round trip) and a backend in ``BACKENDS`` of
+   ``tests/e2e/test_dns_providers.py`` -- an emulator of its API in ``tests/support/``
+   -- for :func:`certsmith.testing.conformance.check_provider`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
+from certsmith._redact import add_secret
 from certsmith.errors import ConfigError, ProviderConfigError
 
 
@@ -27,7 +61,8 @@ class EnvVar:
     """One environment variable a provider reads.
 
     ``aliases`` are the names other tools use for the same setting (lego, acme.sh);
-    a ``secret`` variable may also be given as ``<NAME>_FILE`` pointing to a file.
+    a ``secret`` variable may also be given as ``<NAME>_FILE`` pointing to a file, and
+    its value is masked in every log line (see :mod:`certsmith._redact`).
     """
 
     name: str
@@ -40,7 +75,11 @@ class EnvVar:
 
 @dataclass(frozen=True)
 class ProviderInfo:
-    """What ``certsmith dns list`` and the README show about a provider."""
+    """What ``certsmith dns list`` and the README show about a provider.
+
+    ``default_propagation_timeout`` is how long the solver waits for the records to
+    become visible unless the user overrides it (flag or ``<PROVIDER>_PROPAGATION_TIMEOUT``).
+    """
 
     name: str
     title: str
@@ -70,6 +109,15 @@ class DnsProvider(Protocol):
         """Build the provider from environment variables (see ``info.env``)."""
         ...
 
+    @property
+    def propagation_timeout(self) -> float:
+        """Seconds the solver waits for the records to become visible.
+
+        The configured override (``<PROVIDER>_PROPAGATION_TIMEOUT``) when set, else
+        ``info.default_propagation_timeout``.
+        """
+        ...
+
     async def present(self, fqdn: str, value: str) -> None:
         """Create the TXT record ``fqdn`` = ``value``."""
         ...
@@ -83,6 +131,9 @@ class DnsProvider(Protocol):
         ...
 
 
+# -- reading the environment ------------------------------------------------------------
+
+
 def read_env(
     env: Mapping[str, str], variables: tuple[EnvVar, ...], provider: str, hint: str = ""
 ) -> dict[str, str]:
@@ -90,7 +141,9 @@ def read_env(
 
     Returns a mapping from each variable's primary name to its value (defaults
     applied, absent optional variables left out). Raises one
-    :class:`ProviderConfigError` naming every missing required variable.
+    :class:`ProviderConfigError` naming every missing required variable. The value
+    of every ``secret`` variable is registered with :func:`certsmith._redact.add_secret`,
+    so it never shows in a log line, however the provider uses it.
     """
     values: dict[str, str] = {}
     missing: list[str] = []
@@ -103,6 +156,8 @@ def read_env(
             elif var.default is not None:
                 values[var.name] = var.default
             continue
+        if var.secret:
+            add_secret(value)
         values[var.name] = value
     if missing:
         raise ProviderConfigError(provider, missing, hint)
@@ -122,6 +177,112 @@ def _lookup(env: Mapping[str, str], var: EnvVar) -> str | None:
                 raise ConfigError(f"cannot read {name}_FILE ({path}): {exc.strerror}") from None
     return None
 
+
+# -- turning text into values -----------------------------------------------------------
+#
+# Each parser names the variable (``name``) in its error, so a provider's ``from_env``
+# needs no messages of its own for the common cases.
+
+
+def parse_int(name: str, text: str, *, minimum: int = 1, maximum: int | None = None, unit: str = "seconds") -> int:
+    """A whole number from ``minimum`` (default 1: positive) to ``maximum``."""
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of {unit}, not {text!r}") from None
+    if maximum is not None and not minimum <= number <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum} {unit}, not {number}")
+    if number < minimum:
+        bound = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ConfigError(f"{name} must be {bound}, not {text!r}")
+    return number
+
+
+_DURATION = re.compile(r"\s*([+-]?\d+(?:\.\d*)?|\.\d+)\s*(s|m|h)?\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_seconds(name: str, text: str) -> float:
+    """A positive duration: a number of seconds (``90``, ``2.5``) or with a unit (``90s``, ``2m``, ``1h``)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{name} must be a number of seconds, not {text!r}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "").lower()]
+    if not seconds > 0:
+        raise ConfigError(f"{name} must be positive, not {text!r}")
+    return seconds
+
+
+def optional_seconds(values: Mapping[str, str], name: str) -> float | None:
+    """:func:`parse_seconds` of ``values[name]``, or ``None`` when the variable is not set."""
+    text = values.get(name)
+    return None if text is None else parse_seconds(name, text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case)."""
+    key = text.strip().lower()
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off), not {text!r}")
+
+
+def parse_host_port(text: str, what: str, *, default_port: int = 53, require_ip: bool = False) -> tuple[str, int]:
+    """Split ``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address.
+
+    IP addresses come back in their compressed form; a host name is kept as written
+    unless ``require_ip`` rejects it. ``what`` names the setting in errors (a
+    variable's name or e.g. ``DNS resolver``); the text as written is quoted after it.
+    """
+    spec = text.strip()
+    what = f"{what} {text!r}"
+    ipv6_form = "write IPv6 addresses as [::1] or [::1]:53"
+    if not spec:
+        raise ConfigError(f"{what}: empty; write HOST:PORT, e.g. 127.0.0.1:53 or [::1]:53")
+    port_text: str | None = None
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{what}: {ipv6_form}")
+        if rest:
+            port_text = rest[1:]
+        if not is_ip_address(host, 6):
+            raise ConfigError(f"{what}: brackets are for IPv6 addresses only; {host!r} is not an IPv6 address")
+    elif spec.count(":") > 1:
+        host = spec
+        if not is_ip_address(host, 6):
+            raise ConfigError(f"{what}: {host!r} is not an IP address; {ipv6_form}")
+    else:
+        host, colon, port_text_or_empty = spec.partition(":")
+        port_text = port_text_or_empty if colon else None
+    if not host:
+        raise ConfigError(f"{what} has no host")
+    if is_ip_address(host):
+        host = ipaddress.ip_address(host).compressed
+    elif require_ip:
+        raise ConfigError(f"{what}: {host!r} is not an IP address; give an address, e.g. 127.0.0.1:53 or [::1]:53")
+    if port_text is None:
+        return host, default_port
+    if not port_text:
+        raise ConfigError(f"{what}: the port after ':' is missing; it must be a number from 1 to 65535")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{what}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def is_ip_address(text: str, version: int | None = None) -> bool:
+    """Whether ``text`` is an IP address (of ``version`` 4 or 6 when given)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
 
 _BUILTINS: dict[str, str] = {
     "exec": "certsmith.dns.exec:ExecProvider",
@@ -143,6 +304,11 @@ def _all_targets() -> dict[str, str]:
     targets = dict(_entry_points())
     targets.update(_BUILTINS)
     return targets
+
+
+def builtin_providers() -> list[str]:
+    """Names of the providers that ship with certsmith, sorted (what the README documents)."""
+    return sorted(_BUILTINS)
 
 
 def available_providers() -> list[str]:

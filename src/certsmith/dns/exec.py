@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
-from certsmith.dns.base import EnvVar, ProviderInfo, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_seconds, read_env
 from certsmith.errors import ConfigError, DnsError
 
 log = logging.getLogger("certsmith.dns")
@@ -37,19 +37,6 @@ ENV = (
     EnvVar("EXEC_POLLING_INTERVAL", "Accepted for lego compatibility; certsmith polls adaptively"),
     EnvVar("EXEC_COMMAND_TIMEOUT", "Seconds one run of the program may take", default="120"),
 )
-
-
-def _seconds(values: Mapping[str, str], name: str) -> float | None:
-    text = values.get(name)
-    if text is None:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
-    if not number > 0:
-        raise ConfigError(f"{name} must be positive, not {text!r}")
-    return number
 
 
 def _executable(path: str | Path) -> Path:
@@ -85,23 +72,22 @@ class ExecConfig:
     polling_interval: float | None = None
     command_timeout: float = 120.0
 
-
-def config_from_env(env: Mapping[str, str]) -> ExecConfig:
-    """Read and check the ``EXEC_*`` variables."""
-    values = read_env(env, ENV, NAME, "the program that creates and deletes TXT records")
-    mode = values.get("EXEC_MODE", "").strip()
-    if mode:
-        raise ConfigError(
-            f"EXEC_MODE={mode!r} is not supported: certsmith always calls "
-            "`EXEC_PATH present|cleanup FQDN VALUE`; unset EXEC_MODE"
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Read and check lego's ``EXEC_*`` variables."""
+        values = read_env(env, ENV, NAME, "the program that creates and deletes TXT records")
+        mode = values.get("EXEC_MODE", "").strip()
+        if mode:
+            raise ConfigError(
+                f"EXEC_MODE={mode!r} is not supported: certsmith always calls "
+                "`EXEC_PATH present|cleanup FQDN VALUE`; unset EXEC_MODE"
+            )
+        return cls(
+            values["EXEC_PATH"],
+            propagation_timeout=optional_seconds(values, "EXEC_PROPAGATION_TIMEOUT"),
+            polling_interval=optional_seconds(values, "EXEC_POLLING_INTERVAL"),
+            command_timeout=parse_seconds("EXEC_COMMAND_TIMEOUT", values["EXEC_COMMAND_TIMEOUT"]),
         )
-    command_timeout = _seconds(values, "EXEC_COMMAND_TIMEOUT")
-    return ExecConfig(
-        values["EXEC_PATH"],
-        propagation_timeout=_seconds(values, "EXEC_PROPAGATION_TIMEOUT"),
-        polling_interval=_seconds(values, "EXEC_POLLING_INTERVAL"),
-        command_timeout=120.0 if command_timeout is None else command_timeout,
-    )
 
 
 class ExecProvider:
@@ -123,13 +109,17 @@ class ExecProvider:
         """Check that ``config.path`` names an executable file (:class:`ConfigError` if not)."""
         self.config = config
         self.path = _executable(config.path)
-        self.propagation_timeout: float | None = config.propagation_timeout
         self.command_timeout = config.command_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        """Build from lego's ``EXEC_*`` variables (see ``info.env``)."""
-        return cls(config_from_env(env))
+        """Build from lego's ``EXEC_*`` variables (see ``info.env`` and :class:`ExecConfig`)."""
+        return cls(ExecConfig.from_env(env))
+
+    @property
+    def propagation_timeout(self) -> float:
+        """``EXEC_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def present(self, fqdn: str, value: str) -> None:
         """Run ``EXEC_PATH present FQDN VALUE``."""

@@ -13,9 +13,10 @@ import contextlib
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar, Self, TextIO
 
-from certsmith.dns.base import ProviderInfo
+from certsmith.dns.base import EnvVar, ProviderInfo, read_env
 from certsmith.errors import DnsError
 
 NAME = "manual"
@@ -52,6 +53,23 @@ def _read_line(stream: TextIO) -> asyncio.Future[str]:
     return future
 
 
+#: The manual provider reads no variables: the person at the terminal is its API.
+ENV: tuple[EnvVar, ...] = ()
+
+
+@dataclass(frozen=True)
+class ManualConfig:
+    """Settings of :class:`ManualProvider`: none yet but the solver's wait, kept for the recipe."""
+
+    propagation_timeout: float | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Nothing to read (``ENV`` is empty)."""
+        read_env(env, ENV, NAME)
+        return cls()
+
+
 class ManualProvider:
     """Asks the person at the terminal to create and delete the TXT records."""
 
@@ -59,20 +77,24 @@ class ManualProvider:
         name=NAME,
         title="Manual",
         description=("Prints each TXT record to create and waits for Enter; needs an interactive terminal."),
+        env=ENV,
         example="certsmith issue --dns manual -d example.com -d '*.example.com'",
         default_propagation_timeout=600.0,
     )
 
-    def __init__(self, stdin: TextIO | None = None, output: TextIO | None = None) -> None:
+    def __init__(
+        self, config: ManualConfig | None = None, *, stdin: TextIO | None = None, output: TextIO | None = None
+    ) -> None:
         """``stdin``/``output`` default to the process's stdin and stderr at call time."""
+        self.config = config if config is not None else ManualConfig()
         self._stdin = stdin
         self._output = output
         self._lock = asyncio.Lock()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        """The manual provider reads no variables; it refuses at once without a terminal to ask at."""
-        provider = cls()
+        """No variables (see :class:`ManualConfig`); refused at once without a terminal to ask at."""
+        provider = cls(ManualConfig.from_env(env))
         provider.require_terminal("the TXT records")
         return provider
 
@@ -84,6 +106,11 @@ class ManualProvider:
                 f"the manual DNS provider needs an interactive terminal to confirm {what}; "
                 "run certsmith in a terminal or choose a provider with an API (certsmith dns list)"
             )
+
+    @property
+    def propagation_timeout(self) -> float:
+        """``info.default_propagation_timeout``: people take a while to edit a zone."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     @property
     def stdin(self) -> TextIO | None:

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -31,7 +29,16 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from certsmith.dns.base import EnvVar, ProviderInfo, read_env
+from certsmith.dns.base import (
+    EnvVar,
+    ProviderInfo,
+    is_ip_address,
+    optional_seconds,
+    parse_host_port,
+    parse_int,
+    parse_seconds,
+    read_env,
+)
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 log = logging.getLogger(__name__)
@@ -55,8 +62,15 @@ ENV = (
         "Primary name server that accepts the updates: host, host:port, IPv6 as [::1]:53",
         required=True,
     ),
-    EnvVar("RFC2136_TSIG_KEY", "TSIG key name, as in the server's `key` statement (e.g. certsmith.)"),
-    EnvVar("RFC2136_TSIG_SECRET", "TSIG secret, base64 (or RFC2136_TSIG_SECRET_FILE)", secret=True),
+    EnvVar(
+        "RFC2136_TSIG_KEY",
+        "TSIG key name, as in the server's `key` statement (e.g. certsmith.); unset for unsigned updates",
+    ),
+    EnvVar(
+        "RFC2136_TSIG_SECRET",
+        "TSIG secret, base64, as in the `key` statement; required with RFC2136_TSIG_KEY",
+        secret=True,
+    ),
     EnvVar(
         "RFC2136_TSIG_ALGORITHM",
         "TSIG algorithm: hmac-sha256, hmac-sha512, hmac-sha1, ... (a trailing dot is fine)",
@@ -89,31 +103,47 @@ class Rfc2136Config:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """Split ``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
-    text = text.strip()
-    host, port_text = text, None
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ConfigError(f"RFC2136_NAMESERVER {text!r}: write IPv6 addresses as [::1] or [::1]:53")
-        if rest:
-            port_text = rest[1:]
-        if not _is_ip(host, 6):
-            raise ConfigError(f"RFC2136_NAMESERVER {text!r}: {host!r} is not an IPv6 address")
-    elif text.count(":") > 1:
-        if not _is_ip(text, 6):
-            raise ConfigError(f"RFC2136_NAMESERVER {text!r}: write IPv6 addresses as [::1] or [::1]:53")
-    elif ":" in text:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ConfigError(f"RFC2136_NAMESERVER {text!r} has no host")
-    if port_text is None:
-        return host, 53
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"RFC2136_NAMESERVER {text!r}: port must be a number from 1 to 65535")
-    return host, int(port_text)
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Read and check lego's ``RFC2136_*`` variables; every missing one is named at once."""
+        missing: list[str] = []
+        try:
+            values = read_env(env, ENV, NAME)
+        except ProviderConfigError as exc:
+            missing += exc.missing
+            values = read_env(env, ENV[1:], NAME)  # only optional ones: does not raise
+        key, secret = values.get("RFC2136_TSIG_KEY"), values.get("RFC2136_TSIG_SECRET")
+        tsig_missing = [n for n, v in (("RFC2136_TSIG_KEY", key), ("RFC2136_TSIG_SECRET", secret)) if not v]
+        if len(tsig_missing) == 1:
+            missing += tsig_missing
+        if missing:
+            hint = "TSIG needs both the key name and the secret" if len(tsig_missing) == 1 else ""
+            raise ProviderConfigError(NAME, missing, hint)
+        host, port = parse_host_port(values["RFC2136_NAMESERVER"], "RFC2136_NAMESERVER")
+        secret_bytes: bytes | None = None
+        if secret is not None:
+            try:
+                secret_bytes = base64.b64decode("".join(secret.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError("RFC2136_TSIG_SECRET is not valid base64") from None
+            if not secret_bytes:
+                raise ConfigError("RFC2136_TSIG_SECRET is empty")
+        if key is not None:
+            _check_name(key, "RFC2136_TSIG_KEY")
+        zone = values.get("RFC2136_ZONE")
+        if zone is not None:
+            zone = _check_name(zone, "RFC2136_ZONE").to_text()
+        return cls(
+            host=host,
+            port=port,
+            tsig_key=key,
+            tsig_secret=secret_bytes,
+            tsig_algorithm=parse_algorithm(values["RFC2136_TSIG_ALGORITHM"]),
+            ttl=parse_int("RFC2136_TTL", values["RFC2136_TTL"]),
+            propagation_timeout=optional_seconds(values, "RFC2136_PROPAGATION_TIMEOUT"),
+            dns_timeout=parse_seconds("RFC2136_DNS_TIMEOUT", values["RFC2136_DNS_TIMEOUT"]),
+            zone=zone,
+        )
 
 
 def parse_algorithm(text: str) -> dns.name.Name:
@@ -126,70 +156,6 @@ def parse_algorithm(text: str) -> dns.name.Name:
     except KeyError:
         known = ", ".join(k for k in ALGORITHMS if "." not in k)
         raise ConfigError(f"RFC2136_TSIG_ALGORITHM {text!r} is not supported; use one of {known}") from None
-
-
-def _is_ip(text: str, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == version
-    except ValueError:
-        return False
-
-
-def _number(values: Mapping[str, str], name: str, *, integer: bool = False) -> float | None:
-    text = values.get(name)
-    if text is None:
-        return None
-    try:
-        number = int(text) if integer else float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, not {text!r}")
-    return number
-
-
-def config_from_env(env: Mapping[str, str]) -> Rfc2136Config:
-    """Read and check the ``RFC2136_*`` variables; every missing one is named at once."""
-    missing: list[str] = []
-    try:
-        values = read_env(env, ENV, NAME)
-    except ProviderConfigError as exc:
-        missing += exc.missing
-        values = read_env(env, ENV[1:], NAME)  # only optional ones: does not raise
-    key, secret = values.get("RFC2136_TSIG_KEY"), values.get("RFC2136_TSIG_SECRET")
-    tsig_missing = [n for n, v in (("RFC2136_TSIG_KEY", key), ("RFC2136_TSIG_SECRET", secret)) if not v]
-    if len(tsig_missing) == 1:
-        missing += tsig_missing
-    if missing:
-        hint = "TSIG needs both the key name and the secret" if len(tsig_missing) == 1 else ""
-        raise ProviderConfigError(NAME, missing, hint)
-    host, port = parse_nameserver(values["RFC2136_NAMESERVER"])
-    secret_bytes: bytes | None = None
-    if secret is not None:
-        try:
-            secret_bytes = base64.b64decode("".join(secret.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError("RFC2136_TSIG_SECRET is not valid base64") from None
-        if not secret_bytes:
-            raise ConfigError("RFC2136_TSIG_SECRET is empty")
-    if key is not None:
-        _check_name(key, "RFC2136_TSIG_KEY")
-    zone = values.get("RFC2136_ZONE")
-    if zone is not None:
-        zone = _check_name(zone, "RFC2136_ZONE").to_text()
-    ttl = _number(values, "RFC2136_TTL", integer=True)
-    timeout = _number(values, "RFC2136_DNS_TIMEOUT")
-    return Rfc2136Config(
-        host=host,
-        port=port,
-        tsig_key=key,
-        tsig_secret=secret_bytes,
-        tsig_algorithm=parse_algorithm(values["RFC2136_TSIG_ALGORITHM"]),
-        ttl=int(ttl if ttl is not None else 120),
-        propagation_timeout=_number(values, "RFC2136_PROPAGATION_TIMEOUT"),
-        dns_timeout=timeout if timeout is not None else 10.0,
-        zone=zone,
-    )
 
 
 def _check_name(text: str, variable: str) -> dns.name.Name:
@@ -226,7 +192,6 @@ class Rfc2136Provider:
 
     def __init__(self, config: Rfc2136Config) -> None:
         self.config = config
-        self.propagation_timeout: float | None = config.propagation_timeout
         self._keyring: dict[dns.name.Name, dns.tsig.Key] | None = None
         self._keyname: dns.name.Name | None = None
         if config.tsig_key is not None and config.tsig_secret is not None:
@@ -234,14 +199,18 @@ class Rfc2136Provider:
             # dns.tsig.Key's repr shows the secret: it stays in this private dict only.
             key = dns.tsig.Key(self._keyname, config.tsig_secret, config.tsig_algorithm)
             self._keyring = {self._keyname: key}
-        is_ip = _is_ip(config.host, 4) or _is_ip(config.host, 6)
-        self._addresses: list[str] | None = [config.host] if is_ip else None
+        self._addresses: list[str] | None = [config.host] if is_ip_address(config.host) else None
         self._zones: dict[dns.name.Name, dns.name.Name] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        """Build from lego's ``RFC2136_*`` variables (see ``info.env``)."""
-        return cls(config_from_env(env))
+        """Build from lego's ``RFC2136_*`` variables (see ``info.env`` and :class:`Rfc2136Config`)."""
+        return cls(Rfc2136Config.from_env(env))
+
+    @property
+    def propagation_timeout(self) -> float:
+        """``RFC2136_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     def __repr__(self) -> str:
         return f"Rfc2136Provider({self.config!r})"
@@ -401,6 +370,8 @@ class Rfc2136Provider:
         return await self._tcp(message, addresses[-1])
 
     async def _tcp(self, message: dns.message.Message, address: str) -> dns.message.Message:
+        import dns.asyncquery  # here: it pulls in asyncio's networking, which `certsmith dns list` never needs
+
         return await dns.asyncquery.tcp(message, address, timeout=self.config.dns_timeout, port=self.config.port)
 
     async def _server_addresses(self) -> list[str]:

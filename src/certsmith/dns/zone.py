@@ -30,7 +30,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from certsmith.errors import ConfigError, DnsError, PropagationTimeout
+from certsmith.dns.base import parse_host_port
+from certsmith.errors import DnsError, PropagationTimeout
 
 log = logging.getLogger("certsmith.dns")
 
@@ -58,38 +59,8 @@ class Nameserver:
         ``HOST`` must be an IP address: resolving a resolver's own name would need
         a resolver. The port defaults to 53.
         """
-        spec = text.strip()
-        what = f"DNS resolver {text!r}"
-        if not spec:
-            raise ConfigError(f"{what}: empty; write HOST:PORT, e.g. 127.0.0.1:53 or [::1]:53")
-        port_text = ""
-        if spec.startswith("["):
-            host, bracket, rest = spec[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                raise ConfigError(f"{what}: write IPv6 addresses as [::1] or [::1]:53")
-            port_text = rest[1:]
-            if rest and not port_text:
-                raise ConfigError(f"{what}: the port after ':' is missing")
-        elif spec.count(":") > 1:
-            host = spec  # a bare IPv6 address, no port
-        else:
-            host, colon, port_text = spec.partition(":")
-            if colon and not port_text:
-                raise ConfigError(f"{what}: the port after ':' is missing")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(
-                f"{what}: {host!r} is not an IP address; give the resolver's address, e.g. 127.0.0.1:53 or [::1]:53"
-            ) from None
-        if spec.startswith("[") and address.version != 6:
-            raise ConfigError(f"{what}: brackets are for IPv6 addresses only")
-        port = 53
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ConfigError(f"{what}: the port must be a number from 1 to 65535")
-            port = int(port_text)
-        return cls(address.compressed, port)
+        host, port = parse_host_port(text, "DNS resolver", require_ip=True)
+        return cls(host, port)
 
 
 @dataclass(frozen=True)
