@@ -6,11 +6,9 @@ imported when a command runs, so ``certsmith --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -19,6 +17,8 @@ from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, R
 from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from certsmith.manager import Manager
     from certsmith.storage.files import FileStore
 
@@ -38,6 +38,7 @@ class Context:
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
         import os
+        from pathlib import Path
 
         from certsmith.envfile import default_env_file, environment_with
 
@@ -45,6 +46,8 @@ class Context:
         return environment_with(chosen, os.environ)
 
     def state_path(self) -> Path:
+        from pathlib import Path
+
         if self.state_dir:
             return Path(self.state_dir)
         from certsmith.storage.files import FileStore
@@ -57,6 +60,8 @@ class Context:
         return FileStore(self.state_path())
 
     def manager(self) -> Manager:
+        from pathlib import Path
+
         from certsmith.errors import ConfigError
         from certsmith.manager import Manager
         from certsmith.settings import resolve_directory
@@ -85,6 +90,8 @@ class Context:
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
         if self.json:
+            import json
+
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         else:
             human()
@@ -119,12 +126,32 @@ def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(ctx, "interrupted", status=130)
 
 
+def _call(ctx: Context, function: Callable[[], T]) -> T:
+    """:func:`_run` for commands that only read local state: no event loop, no logging set-up.
+
+    ``list`` and ``show`` go through here so they import neither asyncio nor the ACME
+    client (tests/e2e/test_lazy_imports.py guards that).
+    """
+    from certsmith.errors import CertsmithError
+
+    try:
+        return function()
+    except CertsmithError as exc:
+        from certsmith.cli.advice import advice
+
+        _fail(ctx, str(exc), advice=advice(exc))
+    except KeyboardInterrupt:
+        _fail(ctx, "interrupted", status=130)
+
+
 def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
     """Print the error (and the advice, when there is some) on stderr, and as JSON with ``--json``; exit."""
     from certsmith._redact import redact
 
     message = redact(message)
     if ctx.json:
+        import json
+
         document: dict[str, Any] = {"ok": False, "error": message}
         if advice:
             document["advice"] = advice
@@ -344,6 +371,8 @@ def issue(
     """
 
     async def run() -> dict[str, Any]:
+        from pathlib import Path
+
         from certsmith.errors import ConfigError
         from certsmith.settings import CertificateRequest, ChallengeSettings
 
@@ -536,10 +565,7 @@ def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]
 def list_(ctx: Context) -> None:
     """List stored certificates."""
 
-    async def run() -> list[dict[str, Any]]:
-        return _lineages(ctx)
-
-    rows = _run(ctx, run)
+    rows = _call(ctx, lambda: _lineages(ctx))
 
     def human() -> None:
         if not rows:
@@ -562,10 +588,7 @@ def list_(ctx: Context) -> None:
 def show(ctx: Context, name: str) -> None:
     """Show one certificate lineage."""
 
-    async def run() -> dict[str, Any]:
-        return _lineages(ctx, (name,))[0]
-
-    row = _run(ctx, run)
+    row = _call(ctx, lambda: _lineages(ctx, (name,))[0])
     ctx.emit(
         {"ok": True, **row},
         lambda: _print_fields(

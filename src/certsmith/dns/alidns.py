@@ -15,7 +15,6 @@ own, with lego's and acme.sh's accepted as aliases.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import random
@@ -25,14 +24,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import httpx
 import idna
 
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, read_env
 from certsmith.errors import ConfigError, DnsError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,8 @@ def _with_scheme(endpoint: str) -> str:
 
 def _check_endpoint(endpoint: str) -> None:
     """Allow https anywhere and plain http only to loopback test servers."""
+    import httpx  # imported on use: `certsmith dns list` loads this module for its metadata only
+
     try:
         url = httpx.URL(endpoint)
     except httpx.InvalidURL:
@@ -408,6 +413,10 @@ class AlidnsProvider:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._clock = clock or (lambda: datetime.now(UTC))
+        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
+
+        import httpx
+
         url = httpx.URL(config.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
         self._host = url.netloc.decode("ascii")
@@ -463,6 +472,8 @@ class AlidnsProvider:
     # -- zones, TTL, records --
 
     def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
+        import asyncio
+
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def zones(self) -> list[Zone]:
@@ -573,6 +584,8 @@ class AlidnsProvider:
 
     async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         """Sign and send one API call; retry throttling, 5xx and transport errors."""
+        import httpx
+
         for attempt in range(1, self._max_attempts + 1):
             request = self._build(action, params)
             last = attempt == self._max_attempts
@@ -630,6 +643,8 @@ class AlidnsProvider:
         return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
 
     async def _backoff(self, attempt: int) -> None:
+        import asyncio
+
         delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 

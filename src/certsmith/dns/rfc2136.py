@@ -9,7 +9,6 @@ names are lego's, so existing ``RFC2136_*`` settings work unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import ipaddress
@@ -19,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -401,11 +399,15 @@ class Rfc2136Provider:
         return await self._tcp(message, addresses[-1])
 
     async def _tcp(self, message: dns.message.Message, address: str) -> dns.message.Message:
+        import dns.asyncquery  # imported on use: `certsmith dns list` loads this module for its metadata only
+
         return await dns.asyncquery.tcp(message, address, timeout=self.config.dns_timeout, port=self.config.port)
 
     async def _server_addresses(self) -> list[str]:
         """The server's IP addresses; a host name is resolved once, without blocking."""
         if self._addresses is None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM)

@@ -35,7 +35,6 @@ All paths are built by :class:`FileStore`'s ``*_dir``/``*_path`` methods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -525,6 +524,8 @@ class FileStore:
 
     @contextlib.asynccontextmanager
     async def _alock(self, path: Path, what: str, wait: float) -> AsyncIterator[None]:
+        import asyncio  # here, not at the top: list and show read the store without an event loop
+
         fd = self._open_lock(path)
         try:
             deadline = time.monotonic() + max(wait, 0.0)
