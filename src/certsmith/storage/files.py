@@ -12,6 +12,9 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
         cert.pem -> current/cert.pem       (likewise chain.pem, fullchain.pem,
                                             privkey.pem and meta.json)
         renewal.json            what was learnt since (ARI answers, revocation)
+    cache/directory-<host[_port]>-<sha256(directory_url)[:16]>.json
+                                the CA's directory document and when it was fetched
+                                (a cache: a stale or damaged one is ignored)
     locks/<name>.lock           flock(2) target; holds the holder's pid
     locks/.account-<host[_port]>-<sha256(directory_url)[:16]>.lock    the account's lock
 
@@ -45,7 +48,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,7 +65,10 @@ from certsmith.storage.base import (
     validate_lineage_name,
 )
 
-__all__ = ["FileStore", "atomic_write"]
+__all__ = ["DIRECTORY_CACHE_MAX_AGE", "FileDirectoryCache", "FileStore", "atomic_write"]
+
+#: Seconds a cached directory document is used before it is fetched again.
+DIRECTORY_CACHE_MAX_AGE = 3600.0
 
 _META_FILE = "meta.json"
 _STATE_FILE = "renewal.json"
@@ -209,6 +215,15 @@ class FileStore:
     def lock_path(self, name: str) -> Path:
         """``locks/<name>.lock``; raises :class:`ConfigError` for an unsafe name."""
         return self.root / "locks" / f"{validate_lineage_name(name)}.lock"
+
+    def directory_cache_path(self, directory_url: str) -> Path:
+        """``cache/directory-<host[_port]>-<digest>.json``."""
+        label, digest = _account_label(directory_url)
+        return self.root / "cache" / f"directory-{label}-{digest}.json"
+
+    def directory_cache(self, max_age: float = DIRECTORY_CACHE_MAX_AGE) -> FileDirectoryCache:
+        """A cache of each CA's directory document, so a new process need not GET it again."""
+        return FileDirectoryCache(self, max_age)
 
     def location(self, name: str) -> str:
         """The lineage's directory, where ``cert.pem``, ``fullchain.pem`` ... always show the current version."""
@@ -590,3 +605,48 @@ def _locked_error(fd: int, path: Path, what: str) -> LockedError:
         f"{what} is in use by another certsmith process ({holder}); "
         f"wait for it to finish, or retry with a longer lock wait (lock file: {path})"
     )
+
+
+class FileDirectoryCache:
+    """Directory documents under ``cache/``, used for ``max_age`` seconds after they were fetched.
+
+    The ACME client reads it before its first request and writes it after a GET of the
+    directory (see :class:`certsmith.acme.client.DirectoryCache`). Being a cache, it
+    never fails the caller: a file that cannot be read, is damaged, is for another URL,
+    is too old or from the future counts as absent, and a write that fails is skipped.
+    """
+
+    def __init__(self, store: FileStore, max_age: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self.max_age = max_age
+        self._clock = clock
+
+    def get(self, url: str) -> Any | None:
+        try:
+            data = json.loads(self._store.directory_cache_path(url).read_bytes())
+            fetched_at = data["fetched_at"]
+            age = self._clock() - float(fetched_at)
+            if data["url"] != url or not 0 <= age <= self.max_age or not isinstance(data["document"], dict):
+                return None
+            return data["document"]
+        except (OSError, ValueError, TypeError, KeyError, ConfigError):
+            return None
+
+    def put(self, url: str, document: Any) -> None:
+        try:
+            path = self._store.directory_cache_path(url)
+            data = json.dumps({"url": url, "fetched_at": self._clock(), "document": document}).encode()
+        except (ConfigError, TypeError, ValueError):
+            return
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            self._store._ensure_dir(path.parent)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # no fsync: losing a cache entry costs one GET
+        except (OSError, StorageError):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    def drop(self, url: str) -> None:
+        with contextlib.suppress(OSError, ConfigError):
+            self._store.directory_cache_path(url).unlink(missing_ok=True)
