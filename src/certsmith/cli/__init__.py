@@ -1,7 +1,9 @@
 """The ``certsmith`` command line: parse, build a manager, call it, print.
 
-Only ``click`` is imported at start-up; the protocol, crypto and ``rich`` are
-imported when a command runs, so ``certsmith --help`` stays fast.
+Only ``click`` is imported at start-up; the protocol and crypto are imported when a
+command that talks to a CA runs, so ``certsmith --help``, ``list`` and ``show`` stay
+fast (tests/unit/test_lazy_imports.py keeps them so). Progress is plain text through
+click (coloured on a terminal): rich would cost every ``issue`` tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -18,6 +20,7 @@ from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from types import ModuleType
 
     from certsmith.manager import Manager
     from certsmith.storage.files import FileStore
@@ -33,7 +36,6 @@ class Context:
     json: bool
     verbosity: int
     env_file: str | None = None
-    _console: Any = None
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
@@ -62,6 +64,10 @@ class Context:
     def manager(self) -> Manager:
         from pathlib import Path
 
+        # httpx's package __init__ imports its command-line tool (click, rich, pygments: ~70 ms)
+        # when those happen to be installed; this process never runs httpx's CLI.
+        # A None entry makes `from ._main import main` fail with ImportError, httpx's own fallback.
+        sys.modules.setdefault("httpx._main", cast("ModuleType", None))
         from certsmith.errors import ConfigError
         from certsmith.manager import Manager
         from certsmith.settings import resolve_directory
@@ -77,15 +83,11 @@ class Context:
         )
 
     def progress(self, kind: str, message: str) -> None:
-        """Progress on stderr through rich (plain text when stderr is not a terminal)."""
+        """Progress on stderr, one line per event (the bullet coloured when stderr is a terminal)."""
         if self.verbosity < 0:
             return
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-        style = "green" if kind in ("stored", "validated", "finalized") else "cyan"
-        self._console.print(f"[{style}]•[/] {message}", markup=True, soft_wrap=True)
+        colour = "green" if kind in ("stored", "validated", "finalized") else "cyan"
+        click.echo(click.style("•", fg=colour) + f" {message}", err=True)
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -142,6 +144,26 @@ def _call(ctx: Context, function: Callable[[], T]) -> T:
         _fail(ctx, str(exc), advice=advice(exc))
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", status=130)
+
+
+def _exit(status: int) -> NoReturn:
+    """End an ``issue``/``renew`` process: flush, then skip the interpreter's tear-down.
+
+    By now the manager is closed (every connection, file and lock released, hooks
+    waited for) and the results are printed; tearing down the modules that the
+    protocol, crypto and HTTP stack loaded only costs CPU time. In-process callers
+    (a test's ``CliRunner`` swaps ``sys.stdout``) get a normal ``SystemExit``.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
+        import os
+
+        os._exit(status)
+    raise SystemExit(status)
 
 
 def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
@@ -424,7 +446,8 @@ def issue(
     ctx.emit(result, lambda: _print_issued(result) if result["issued"] else _print_kept(result))
     if result.get("deploy_error"):
         click.echo(click.style("error: ", fg="red", bold=True) + result["deploy_error"], err=True)
-        raise SystemExit(1)
+        _exit(1)
+    _exit(0)
 
 
 def _print_kept(result: dict[str, Any]) -> None:
@@ -491,8 +514,7 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
             click.echo(f"{outcome['name']}: {state} ({detail})")
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
-    if failed or any(o.get("deploy_error") for o in outcomes):
-        raise SystemExit(1)
+    _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
 
 
 @main.command()
