@@ -41,12 +41,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -79,6 +76,12 @@ _LOCK_POLL = 0.05
 _WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
 
 
+def _rmtree(path: str | Path, *, ignore_errors: bool = False) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
 def _strerror(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -94,7 +97,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """
     path = Path(path)
     directory = path.parent
-    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    tmp = directory / f".{path.name}.tmp-{os.urandom(6).hex()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(tmp, flags, mode)
@@ -136,7 +139,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _replace_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` atomically (new link beside it, then rename)."""
-    tmp = link.parent / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.link"
+    tmp = link.parent / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}.link"
     try:
         os.symlink(target, tmp)
         os.replace(tmp, link)
@@ -173,6 +176,8 @@ def _account_label(directory_url: str) -> tuple[str, str]:
         label = "_" + label  # never '.' or '..' as a path component
     if port is not None:
         label += f"_{port}"
+    import hashlib  # on use, like shutil in _rmtree: list and show need neither
+
     return label, hashlib.sha256(directory_url.encode()).hexdigest()[:16]
 
 
@@ -403,7 +408,7 @@ class FileStore:
         new_meta = replace(meta, version=version, created_at=created_at, updated_at=now)
 
         target = archive / str(version)
-        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         try:
             staging.mkdir(mode=0o700)
             os.chmod(staging, 0o700)
@@ -427,7 +432,7 @@ class FileStore:
                 f"cannot save certificate {meta.name!r} in {directory}: {_strerror(exc)}; {_WRITE_HINT}"
             ) from exc
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _rmtree(staging, ignore_errors=True)
 
         committed = False
         try:
@@ -445,7 +450,7 @@ class FileStore:
             _fsync_dir(directory)
         finally:
             if not committed:
-                shutil.rmtree(target, ignore_errors=True)
+                _rmtree(target, ignore_errors=True)
         return new_meta
 
     def load_state(self, name: str) -> RenewalState | None:
@@ -474,13 +479,13 @@ class FileStore:
         directory = self.lineage_dir(name)
         if not directory.is_dir():
             return
-        doomed = directory.parent / f"{_DELETED_PREFIX}{name}-{secrets.token_hex(6)}"
+        doomed = directory.parent / f"{_DELETED_PREFIX}{name}-{os.urandom(6).hex()}"
         try:
             os.rename(directory, doomed)
             _fsync_dir(directory.parent)
         except OSError as exc:
             raise StorageError(f"cannot delete {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-        shutil.rmtree(doomed, ignore_errors=True)
+        _rmtree(doomed, ignore_errors=True)
 
     @staticmethod
     def _archived_versions(archive: Path) -> list[int]:
@@ -500,7 +505,7 @@ class FileStore:
                 if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _rmtree(entry.path, ignore_errors=True)
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
@@ -638,7 +643,7 @@ class FileDirectoryCache:
             data = json.dumps({"url": url, "fetched_at": self._clock(), "document": document}).encode()
         except (ConfigError, TypeError, ValueError):
             return
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             self._store._ensure_dir(path.parent)
             tmp.write_bytes(data)
