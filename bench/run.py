@@ -680,7 +680,7 @@ def ratio_lines(summaries: list[Summary]) -> list[str]:
     return lines
 
 
-def targets(summaries: list[Summary], help_times: dict[str, float]) -> list[str]:
+def targets(summaries: list[Summary], help_times: dict[str, float], n_certs: int = 10) -> list[str]:
     by_key = {s.scenario: s for s in summaries}
     others = [s for s in summaries if s.client != "certsmith" and s.seconds is not None]
     lines = []
@@ -705,6 +705,21 @@ def targets(summaries: list[Summary], help_times: dict[str, float]) -> list[str]
                 lines.append(f"{mine.label} ({base_key}): fewer requests/cert than any other: "
                              f"{mine.requests_per_cert:.1f} vs {fewest.requests_per_cert:.1f} ({fewest.client}); "
                              f"requests per batch {mine.requests_range} vs {fewest.requests_range} — {verdict}")
+    cli, tiny = by_key.get("certsmith-cli"), by_key.get("acme-tiny")
+    if cli is not None and cli.seconds is not None:
+        # The CLI's own targets (the issue "a CLI as fast as its library"); one process per certificate.
+        if tiny is not None and tiny.seconds is not None:
+            share = cli.seconds / tiny.seconds
+            lines.append(f"{cli.label}: certsmith/acme-tiny time = {share:.2f} (target <= 0.8) — "
+                         f"{'met' if share <= 0.8 else 'MISSED'}")
+        if cli.cpu_seconds is not None:
+            per_process = cli.cpu_seconds / n_certs
+            lines.append(f"CPU per certsmith issue process: {per_process:.3f} s (target <= 0.4; the first one "
+                         f"also registers) — {'met' if per_process <= 0.4 else 'MISSED'}")
+        if cli.peak_rss_mb is not None:
+            mib = cli.peak_rss_mb  # ru_maxrss KiB / 1024
+            lines.append(f"peak RSS of one certsmith issue: {mib:.0f} MiB (target <= 40) — "
+                         f"{'met' if mib <= 40 else 'MISSED'}")
     if "certsmith" in help_times:
         value = help_times["certsmith"]
         lines.append(f"certsmith --help: {value * 1000:.0f} ms (need well under 500 ms) — "
@@ -876,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for rs in results.values() for r in rs],
         "help": help_times,
         "ratios": ratio_lines(summaries),
-        "targets": targets(summaries, help_times),
+        "targets": targets(summaries, help_times, args.certs),
         "skipped": skipped,
     }
     text = text_table(header, rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 
 
@@ -21,7 +20,7 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     even briefly) and is fsynced before the rename; on any failure it is removed and
     ``path`` keeps its old content.
     """
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    tmp = path.parent / f".{path.name}.tmp-{os.urandom(6).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:

@@ -3,7 +3,9 @@
 Each change takes the store's per-CA account lock and looks again after taking it,
 so two processes starting on a fresh state directory register one account, not two.
 One :class:`AcmeClient` is kept per CA and shared by every order sent to it (one
-connection pool, one nonce pool).
+connection pool, one nonce pool). When the store offers a directory cache
+(``FileStore.directory_cache()``) every client is given it, so a new process skips
+the GET of a directory fetched by an earlier one within the cache's lifetime.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import DEFAULT_KEY_TYPE
 from certsmith._time import format_time, utc_now
-from certsmith.acme.client import AcmeClient
+from certsmith.acme.client import AcmeClient, DirectoryCache
 from certsmith.acme.resources import Directory
 from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
@@ -42,15 +44,25 @@ class Accounts:
     """The accounts of every CA in one store, and one ACME client per CA.
 
     ``http`` is an ``httpx.AsyncClient`` the ACME clients share (a proxy, a test
-    transport); by default each CA's client has its own.
+    transport); by default each CA's client has its own. ``directory_cache`` defaults
+    to the store's own (``store.directory_cache()``) when it has one.
     """
 
     def __init__(
-        self, store: Store, *, on_event: EventSink | None = None, http: httpx.AsyncClient | None = None
+        self,
+        store: Store,
+        *,
+        on_event: EventSink | None = None,
+        http: httpx.AsyncClient | None = None,
+        directory_cache: DirectoryCache | None = None,
     ) -> None:
         self.store = store
         self._on_event = on_event
         self._http = http
+        if directory_cache is None:
+            factory = getattr(store, "directory_cache", None)
+            directory_cache = factory() if callable(factory) else None
+        self.directory_cache = directory_cache
         self._clients: dict[str, AcmeClient] = {}
         self._ca_bundles: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -102,6 +114,7 @@ class Accounts:
                     account_url=account.url,
                     ca_bundle=self._bundle(directory_url, ca_bundle),
                     http=self._http,
+                    directory_cache=self.directory_cache,
                 )
                 self._clients[directory_url] = client
             return client
@@ -109,11 +122,13 @@ class Accounts:
     async def directory(self, directory_url: str, ca_bundle: str | None = None) -> Directory:
         """The CA's directory, through the account's client, or an anonymous one when there is no account yet."""
         if directory_url in self._clients or self.stored(directory_url) is not None:
-            return await (await self.client(directory_url, ca_bundle)).directory()
+            return await (await self.client(directory_url, ca_bundle)).directory(confirmed=True)
         key = await asyncio.to_thread(generate_key, DEFAULT_KEY_TYPE)
         bundle = self._bundle(directory_url, ca_bundle)
-        async with AcmeClient(directory_url, key, ca_bundle=bundle, http=self._http) as anonymous:
-            return await anonymous.directory()
+        async with AcmeClient(
+            directory_url, key, ca_bundle=bundle, http=self._http, directory_cache=self.directory_cache
+        ) as anonymous:
+            return await anonymous.directory(confirmed=True)
 
     async def register(
         self,
@@ -133,9 +148,12 @@ class Accounts:
             if existing is not None and existing.status == "valid":
                 return existing
             key = await asyncio.to_thread(generate_key, key_type)
-            client = AcmeClient(directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle), http=self._http)
+            client = AcmeClient(
+                directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle), http=self._http,
+                directory_cache=self.directory_cache,
+            )
             try:
-                directory = await client.directory()
+                directory = await client.directory(confirmed=True)
                 if directory.external_account_required and not (eab_kid and eab_hmac_key):
                     raise AccountError(
                         f"the CA at {directory_url} requires external account binding: give the key ID and "

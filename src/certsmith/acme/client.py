@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -70,6 +70,24 @@ JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]+$")
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+
+_DIRECTORY_RESOURCES = ("new_nonce", "new_account", "new_order", "revoke_cert", "key_change", "new_authz")
+
+
+class DirectoryCache(Protocol):
+    """Where a client keeps directory documents between processes (e.g. ``FileStore.directory_cache()``).
+
+    ``get`` returns the JSON document stored for ``url`` while it is fresh, else ``None``;
+    ``put`` stores one just fetched; ``drop`` forgets one that proved stale. None of them
+    raises: a cache that fails only costs a GET.
+    """
+
+    def get(self, url: str) -> Any | None: ...
+
+    def put(self, url: str, document: Any) -> None: ...
+
+    def drop(self, url: str) -> None: ...
+
 
 REVOCATION_REASONS = {
     "unspecified": 0,
@@ -194,6 +212,7 @@ class AcmeClient:
         max_server_retries: int = 3,
         poll: PollPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        directory_cache: DirectoryCache | None = None,
     ) -> None:
         if not directory_url.startswith("https://"):
             raise ConfigError(f"the ACME directory must be an https:// URL, not {directory_url!r}")
@@ -210,6 +229,8 @@ class AcmeClient:
         )
         self._directory: Directory | None = None
         self._directory_lock = asyncio.Lock()
+        self._directory_cache = directory_cache
+        self._directory_cached = False  # True while self._directory came from the cache, unconfirmed
         self._nonces: deque[str] = deque(maxlen=64)
         self._nonce_arrived = asyncio.Event()
         self._in_flight = 0
@@ -259,22 +280,76 @@ class AcmeClient:
             log.debug("%s %s -> %s", method, url, response.status_code)
         return response
 
-    async def directory(self) -> Directory:
-        """The directory, fetched once (plain GET, RFC 8555 §7.1.1)."""
-        if self._directory is not None:
-            return self._directory
+    async def directory(self, *, confirmed: bool = False) -> Directory:
+        """The directory: from the cache when one was given and holds a fresh copy, else a plain GET
+        (RFC 8555 §7.1.1), fetched once per client.
+
+        ``confirmed=True`` is for decisions taken on the directory's metadata before
+        anything is sent (profiles offered, terms of service, EAB): a copy from the cache
+        is then replaced by a fetched one. The resource URLs need no confirmation: a
+        request to a URL that moved fetches the directory anew and is retried.
+        """
+        directory = self._directory
+        if directory is not None and not (confirmed and self._directory_cached):
+            return directory
         async with self._directory_lock:
             if self._directory is None:
-                response = await self._send("GET", self.directory_url)
-                status = response.status_code
-                if status != 200:
-                    raise NotADirectory(self.directory_url, f"GET answered HTTP {status}", status=status)
-                try:
-                    data = response.json()
-                except ValueError:
-                    raise NotADirectory(self.directory_url, "its answer is not JSON", status=status) from None
-                self._directory = Directory.from_json(self.directory_url, data)
+                self._directory = self._cached_directory()
+            if self._directory is None or (confirmed and self._directory_cached):
+                self._directory = await self._fetch_directory()
         return self._directory
+
+    def _cached_directory(self) -> Directory | None:
+        if self._directory_cache is None:
+            return None
+        document = self._directory_cache.get(self.directory_url)
+        if document is None:
+            return None
+        try:
+            directory = Directory.from_json(self.directory_url, document)
+        except (NotADirectory, ValueError, TypeError):
+            self._directory_cache.drop(self.directory_url)
+            return None
+        log.debug("directory of %s from the cache", self.directory_url)
+        self._directory_cached = True
+        return directory
+
+    async def _fetch_directory(self) -> Directory:
+        response = await self._send("GET", self.directory_url)
+        status = response.status_code
+        if status != 200:
+            raise NotADirectory(self.directory_url, f"GET answered HTTP {status}", status=status)
+        try:
+            data = response.json()
+        except ValueError:
+            raise NotADirectory(self.directory_url, "its answer is not JSON", status=status) from None
+        directory = Directory.from_json(self.directory_url, data)
+        self._directory_cached = False
+        if self._directory_cache is not None:
+            self._directory_cache.put(self.directory_url, data)
+        return directory
+
+    async def _refreshed(self, url: str) -> str | None:
+        """After a request to ``url`` failed: when ``url`` came from a cached directory, fetch the
+        directory anew and return the resource's URL if it changed (the caller retries once), else ``None``.
+
+        This is how a cached copy heals when the CA moved a resource: the failed request
+        costs one GET of the directory and a retry.
+        """
+        directory = self._directory
+        if not self._directory_cached or directory is None:
+            return None
+        names = [name for name in _DIRECTORY_RESOURCES if getattr(directory, name) == url]
+        if not names:
+            return None
+        async with self._directory_lock:
+            if self._directory is directory:
+                log.info("%s failed with a cached directory; fetching the directory anew", url)
+                if self._directory_cache is not None:
+                    self._directory_cache.drop(self.directory_url)
+                self._directory = await self._fetch_directory()
+        fresh = getattr(self._directory, names[0])
+        return fresh if isinstance(fresh, str) and fresh != url else None
 
     async def _nonce(self) -> str:
         """A fresh nonce: from the pool, else from a response still in flight, else HEAD newNonce."""
@@ -286,12 +361,20 @@ class AcmeClient:
                 break
         if self._nonces:
             return self._nonces.pop()
-        directory = await self.directory()
+        url = (await self.directory()).new_nonce
         for _ in range(3):
-            response = await self._send("HEAD", directory.new_nonce)
+            try:
+                response = await self._send("HEAD", url)
+            except TransportError:
+                if (fresh := await self._refreshed(url)) is None:
+                    raise
+                url = fresh
+                continue
             if response.status_code in (200, 204) and self._nonces:
                 return self._nonces.pop()
-        raise UnexpectedResponse(f"{directory.new_nonce} gave no usable Replay-Nonce")
+            if response.status_code == 404 and (fresh := await self._refreshed(url)) is not None:
+                url = fresh
+        raise UnexpectedResponse(f"{url} gave no usable Replay-Nonce")
 
     async def _post(
         self,
@@ -310,15 +393,25 @@ class AcmeClient:
             )
         nonce_retries = 0
         server_retries = 0
+        healed = False
         while True:
             nonce = await self._nonce()
             body = jws(signing_key, payload, url=url, nonce=nonce, kid=None if use_jwk else self.account_url)
             headers = {"Content-Type": JOSE_JSON}
             if accept:
                 headers["Accept"] = accept
-            response = await self._send("POST", url, content=json.dumps(body).encode(), headers=headers)
+            try:
+                response = await self._send("POST", url, content=json.dumps(body).encode(), headers=headers)
+            except TransportError:
+                if healed or (fresh := await self._refreshed(url)) is None:
+                    raise
+                url, healed = fresh, True
+                continue
             if response.status_code < 400:
                 return response
+            if response.status_code == 404 and not healed and (fresh := await self._refreshed(url)) is not None:
+                url, healed = fresh, True
+                continue
             error = self._problem(response, "POST", url)
             if isinstance(error, BadNonce) and nonce_retries < self.max_nonce_retries:
                 nonce_retries += 1

@@ -1,17 +1,17 @@
 """The ``certsmith`` command line: parse, build a manager, call it, print.
 
-Only ``click`` is imported at start-up; the protocol, crypto and ``rich`` are
-imported when a command runs, so ``certsmith --help`` stays fast.
+Only ``click`` is imported at start-up; the protocol and crypto are imported when a
+command that talks to a CA runs, so ``certsmith --help``, ``list`` and ``show`` stay
+fast (tests/unit/test_lazy_imports.py keeps them so). Progress is plain text through
+click (coloured on a terminal): rich would cost every ``issue`` tens of milliseconds.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -20,6 +20,8 @@ from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
+    from types import ModuleType
 
     from certsmith.manager import Manager
     from certsmith.storage.files import FileStore
@@ -35,11 +37,11 @@ class Context:
     json: bool
     verbosity: int
     env_file: str | None = None
-    _console: Any = None
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
         import os
+        from pathlib import Path
 
         from certsmith.envfile import default_env_file, environment_with
 
@@ -47,6 +49,8 @@ class Context:
         return environment_with(chosen, os.environ)
 
     def state_path(self) -> Path:
+        from pathlib import Path
+
         if self.state_dir:
             return Path(self.state_dir)
         from certsmith.storage.files import FileStore
@@ -59,6 +63,12 @@ class Context:
         return FileStore(self.state_path())
 
     def manager(self) -> Manager:
+        from pathlib import Path
+
+        # httpx's package __init__ imports its command-line tool (click, rich, pygments: ~70 ms)
+        # when those happen to be installed; this process never runs httpx's CLI.
+        # A None entry makes `from ._main import main` fail with ImportError, httpx's own fallback.
+        sys.modules.setdefault("httpx._main", cast("ModuleType", None))
         from certsmith.errors import ConfigError
         from certsmith.manager import Manager
         from certsmith.settings import resolve_directory
@@ -74,19 +84,17 @@ class Context:
         )
 
     def progress(self, kind: str, message: str) -> None:
-        """Progress on stderr through rich (plain text when stderr is not a terminal)."""
+        """Progress on stderr, one line per event (the bullet coloured when stderr is a terminal)."""
         if self.verbosity < 0:
             return
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-        style = "green" if kind in ("stored", "validated", "finalized") else "cyan"
-        self._console.print(f"[{style}]•[/] {message}", markup=True, soft_wrap=True)
+        colour = "green" if kind in ("stored", "validated", "finalized") else "cyan"
+        click.echo(click.style("•", fg=colour) + f" {message}", err=True)
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
         if self.json:
+            import json
+
             click.echo(json.dumps(data, indent=2, sort_keys=True))
         else:
             human()
@@ -166,12 +174,52 @@ async def _until_signalled(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -
             loop.remove_signal_handler(signum)
 
 
+def _call(ctx: Context, function: Callable[[], T]) -> T:
+    """:func:`_run` for commands that only read local state: no event loop, no logging set-up.
+
+    ``list`` and ``show`` go through here so they import neither asyncio nor the ACME
+    client (tests/e2e/test_lazy_imports.py guards that).
+    """
+    from certsmith.errors import CertsmithError
+
+    try:
+        return function()
+    except CertsmithError as exc:
+        from certsmith.cli.advice import advice
+
+        _fail(ctx, str(exc), advice=advice(exc))
+    except KeyboardInterrupt:
+        _fail(ctx, "interrupted", status=130)
+
+
+def _exit(status: int) -> NoReturn:
+    """End an ``issue``/``renew`` process: flush, then skip the interpreter's tear-down.
+
+    By now the manager is closed (every connection, file and lock released, hooks
+    waited for) and the results are printed; tearing down the modules that the
+    protocol, crypto and HTTP stack loaded only costs CPU time. In-process callers
+    (a test's ``CliRunner`` swaps ``sys.stdout``) get a normal ``SystemExit``.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
+        import os
+
+        os._exit(status)
+    raise SystemExit(status)
+
+
 def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
     """Print the error (and the advice, when there is some) on stderr, and as JSON with ``--json``; exit."""
     from certsmith._redact import redact
 
     message = redact(message)
     if ctx.json:
+        import json
+
         document: dict[str, Any] = {"ok": False, "error": message}
         if advice:
             document["advice"] = advice
@@ -395,6 +443,8 @@ def issue(
     """
 
     async def run() -> dict[str, Any]:
+        from pathlib import Path
+
         from certsmith.errors import ConfigError
         from certsmith.settings import CertificateRequest, ChallengeSettings
 
@@ -448,7 +498,8 @@ def issue(
     ctx.emit(result, lambda: _print_issued(result) if result["issued"] else _print_kept(result))
     if result.get("deploy_error"):
         click.echo(click.style("error: ", fg="red", bold=True) + result["deploy_error"], err=True)
-        raise SystemExit(1)
+        _exit(1)
+    _exit(0)
 
 
 def _print_kept(result: dict[str, Any]) -> None:
@@ -515,8 +566,7 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
             click.echo(f"{outcome['name']}: {state} ({detail})")
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
-    if failed or any(o.get("deploy_error") for o in outcomes):
-        raise SystemExit(1)
+    _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
 
 
 @main.command()
@@ -597,10 +647,7 @@ def _lineage_row(store: FileStore, name: str, now: datetime) -> dict[str, Any]:
 def list_(ctx: Context) -> None:
     """List stored certificates."""
 
-    async def run() -> list[dict[str, Any]]:
-        return _lineages(ctx)
-
-    rows = _run(ctx, run)
+    rows = _call(ctx, lambda: _lineages(ctx))
 
     def human() -> None:
         if not rows:
@@ -623,10 +670,7 @@ def list_(ctx: Context) -> None:
 def show(ctx: Context, name: str) -> None:
     """Show one certificate lineage."""
 
-    async def run() -> dict[str, Any]:
-        return _lineages(ctx, (name,))[0]
-
-    row = _run(ctx, run)
+    row = _call(ctx, lambda: _lineages(ctx, (name,))[0])
     ctx.emit(
         {"ok": True, **row},
         lambda: _print_fields(

@@ -7,12 +7,13 @@ cryptography), so it costs the CLI's start-up nothing noticeable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from certsmith.cli import Context
     from certsmith.schedule import Outcome
 
@@ -47,7 +48,16 @@ def _guarded(ctx: Context, action: Callable[[], T]) -> T:
         _fail(ctx, str(exc))
 
 
+def _to_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Path | None:
+    """``path_type=Path`` without importing pathlib at start-up."""
+    from pathlib import Path
+
+    return Path(value) if value is not None else None
+
+
 def _state_dir(ctx: Context) -> Path:
+    from pathlib import Path
+
     from certsmith.schedule import default_state_dir
 
     return Path(ctx.state_dir) if ctx.state_dir else default_state_dir()
@@ -55,6 +65,8 @@ def _state_dir(ctx: Context) -> Path:
 
 def _global_env_file() -> Path | None:
     """The main group's ``--env-file`` when it has one."""
+    from pathlib import Path
+
     value = click.get_current_context().find_root().params.get("env_file")
     return Path(value) if value else None
 
@@ -67,7 +79,7 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 
 
 @schedule.command("install")
-@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), help=_UNIT_DIR_HELP)
+@click.option("--unit-dir", type=click.Path(file_okay=False), callback=_to_path, help=_UNIT_DIR_HELP)
 @click.option(
     "--on-calendar",
     metavar="SPEC",
@@ -75,11 +87,11 @@ def _print_outcome(outcome: dict[str, Any]) -> None:
 )
 @click.option(
     "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False), callback=_to_path,
     help="Env file (0600) the scheduled renew reads its secrets from; checked now.",
 )
 @click.option("--cron", is_flag=True, help="Install a crontab line instead of systemd units.")
-@click.option("--cron-file", type=click.Path(dir_okay=False, path_type=Path), help=_CRON_FILE_HELP)
+@click.option("--cron-file", type=click.Path(dir_okay=False), callback=_to_path, help=_CRON_FILE_HELP)
 @click.pass_obj
 def schedule_install(
     ctx: Context,
@@ -153,9 +165,9 @@ def _merged(parts: list[Outcome]) -> dict[str, Any]:
 
 
 @schedule.command("show")
-@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), help=_UNIT_DIR_HELP)
+@click.option("--unit-dir", type=click.Path(file_okay=False), callback=_to_path, help=_UNIT_DIR_HELP)
 @click.option("--cron", is_flag=True, help="Show only the cron schedule.")
-@click.option("--cron-file", type=click.Path(dir_okay=False, path_type=Path), help="Also look in this cron file.")
+@click.option("--cron-file", type=click.Path(dir_okay=False), callback=_to_path, help="Also look in this cron file.")
 @click.pass_obj
 def schedule_show(ctx: Context, unit_dir: Path | None, cron: bool, cron_file: Path | None) -> None:
     """Show the installed units (and the timer's next run under systemd) and certsmith's cron lines."""
@@ -190,9 +202,9 @@ def schedule_show(ctx: Context, unit_dir: Path | None, cron: bool, cron_file: Pa
 
 
 @schedule.command("remove")
-@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), help=_UNIT_DIR_HELP)
+@click.option("--unit-dir", type=click.Path(file_okay=False), callback=_to_path, help=_UNIT_DIR_HELP)
 @click.option("--cron", is_flag=True, help="Remove only the cron schedule.")
-@click.option("--cron-file", type=click.Path(dir_okay=False, path_type=Path), help="Delete this cron file too.")
+@click.option("--cron-file", type=click.Path(dir_okay=False), callback=_to_path, help="Delete this cron file too.")
 @click.pass_obj
 def schedule_remove(ctx: Context, unit_dir: Path | None, cron: bool, cron_file: Path | None) -> None:
     """Disable and delete the timer's units and remove certsmith's cron line."""

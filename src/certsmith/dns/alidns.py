@@ -15,7 +15,6 @@ own, with lego's and acme.sh's accepted as aliases.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import random
@@ -34,6 +33,8 @@ from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def _with_scheme(endpoint: str) -> str:
 
 def _check_endpoint(endpoint: str) -> None:
     """Allow https anywhere and plain http only to loopback test servers."""
+
     try:
         url = urlsplit(endpoint)
         host = url.hostname
@@ -400,6 +402,9 @@ class AlidnsProvider:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._clock = clock or (lambda: datetime.now(UTC))
+        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
+
+
         url = httpx.URL(config.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
         self._host = url.netloc.decode("ascii")
@@ -460,6 +465,8 @@ class AlidnsProvider:
     # -- zones, TTL, records --
 
     def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
+        import asyncio
+
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def zones(self) -> list[Zone]:
@@ -629,6 +636,8 @@ class AlidnsProvider:
         return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
 
     async def _backoff(self, attempt: int) -> None:
+        import asyncio
+
         delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 

@@ -9,7 +9,6 @@ exit with status 0; anything else fails the challenge with the end of its stderr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -133,6 +132,8 @@ class ExecProvider:
         """Nothing to release."""
 
     async def _run(self, action: str, fqdn: str, value: str) -> None:
+        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
+
         fqdn = fqdn if fqdn.endswith(".") else fqdn + "."
         command = f"{self.path} {action} {fqdn}"
         log.debug("running %s %s", command, value)

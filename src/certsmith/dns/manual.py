@@ -8,16 +8,18 @@ fails at once instead of waiting for input that cannot come.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Self, TextIO
+from typing import TYPE_CHECKING, ClassVar, Self, TextIO
 
 from certsmith.dns.base import EnvVar, ProviderInfo, read_env
 from certsmith.errors import DnsError
+
+if TYPE_CHECKING:
+    import asyncio
 
 NAME = "manual"
 
@@ -28,6 +30,8 @@ def _read_line(stream: TextIO) -> asyncio.Future[str]:
     Not ``asyncio.to_thread``: a worker of the default executor that still waits for
     Enter after Ctrl-C would keep the interpreter from exiting.
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     future: asyncio.Future[str] = loop.create_future()
 
@@ -89,6 +93,8 @@ class ManualProvider:
         self.config = config if config is not None else ManualConfig()
         self._stdin = stdin
         self._output = output
+        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
+
         self._lock = asyncio.Lock()
 
     @classmethod

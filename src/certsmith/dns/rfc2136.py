@@ -9,7 +9,6 @@ names are lego's, so existing ``RFC2136_*`` settings work unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -377,6 +376,8 @@ class Rfc2136Provider:
     async def _server_addresses(self) -> list[str]:
         """The server's IP addresses; a host name is resolved once, without blocking."""
         if self._addresses is None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM)

@@ -9,7 +9,6 @@ add fields without breaking an older one reading the same state.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
@@ -31,7 +30,12 @@ __all__ = [
 # Every file name the stores build from a lineage name (``.deleted-<name>-<random>`` is the
 # longest) must fit in 255 bytes.
 MAX_LINEAGE_NAME = 200
-_LINEAGE_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{MAX_LINEAGE_NAME - 1}}}")
+_LINEAGE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def _is_lineage_name(name: str) -> bool:
+    """ASCII letters, digits, ``.``, ``-``, ``_``; not starting with ``.`` or ``-``; at most MAX_LINEAGE_NAME."""
+    return 0 < len(name) <= MAX_LINEAGE_NAME and name[0] not in ".-" and _LINEAGE_CHARS.issuperset(name)
 
 
 def validate_lineage_name(name: str) -> str:
@@ -43,7 +47,7 @@ def validate_lineage_name(name: str) -> str:
     characters. A wildcard's ``*.`` must already have been turned into ``_.`` by the
     caller. Raises :class:`ConfigError` otherwise.
     """
-    if not isinstance(name, str) or not _LINEAGE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not _is_lineage_name(name):
         raise ConfigError(
             f"invalid certificate name {name!r}: use 1 to {MAX_LINEAGE_NAME} letters, digits, '.', '-' or '_', "
             "starting with a letter, digit or '_' (write a wildcard '*.example.com' as '_.example.com')"

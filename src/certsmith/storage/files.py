@@ -12,6 +12,9 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
         cert.pem -> current/cert.pem       (likewise chain.pem, fullchain.pem,
                                             privkey.pem and meta.json)
         renewal.json            what was learnt since (ARI answers, revocation)
+    cache/directory-<host[_port]>-<sha256(directory_url)[:16]>.json
+                                the CA's directory document and when it was fetched
+                                (a cache: a stale or damaged one is ignored)
     locks/<name>.lock           flock(2) target; holds the holder's pid
     locks/.account-<host[_port]>-<sha256(directory_url)[:16]>.lock    the account's lock
 
@@ -35,17 +38,13 @@ All paths are built by :class:`FileStore`'s ``*_dir``/``*_path`` methods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,10 @@ from certsmith.storage.base import (
     validate_lineage_name,
 )
 
-__all__ = ["FileStore", "atomic_write"]
+__all__ = ["DIRECTORY_CACHE_MAX_AGE", "FileDirectoryCache", "FileStore", "atomic_write"]
+
+#: Seconds a cached directory document is used before it is fetched again.
+DIRECTORY_CACHE_MAX_AGE = 3600.0
 
 _META_FILE = "meta.json"
 _STATE_FILE = "renewal.json"
@@ -72,6 +74,12 @@ _STAGING_PREFIX = ".staging-"
 _DELETED_PREFIX = ".deleted-"
 _LOCK_POLL = 0.05
 _WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
+
+
+def _rmtree(path: str | Path, *, ignore_errors: bool = False) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _strerror(exc: OSError) -> str:
@@ -105,7 +113,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _replace_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` atomically (new link beside it, then rename)."""
-    tmp = link.parent / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.link"
+    tmp = link.parent / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}.link"
     try:
         os.symlink(target, tmp)
         os.replace(tmp, link)
@@ -142,6 +150,8 @@ def _account_label(directory_url: str) -> tuple[str, str]:
         label = "_" + label  # never '.' or '..' as a path component
     if port is not None:
         label += f"_{port}"
+    import hashlib  # on use, like shutil in _rmtree: list and show need neither
+
     return label, hashlib.sha256(directory_url.encode()).hexdigest()[:16]
 
 
@@ -184,6 +194,15 @@ class FileStore:
     def lock_path(self, name: str) -> Path:
         """``locks/<name>.lock``; raises :class:`ConfigError` for an unsafe name."""
         return self.root / "locks" / f"{validate_lineage_name(name)}.lock"
+
+    def directory_cache_path(self, directory_url: str) -> Path:
+        """``cache/directory-<host[_port]>-<digest>.json``."""
+        label, digest = _account_label(directory_url)
+        return self.root / "cache" / f"directory-{label}-{digest}.json"
+
+    def directory_cache(self, max_age: float = DIRECTORY_CACHE_MAX_AGE) -> FileDirectoryCache:
+        """A cache of each CA's directory document, so a new process need not GET it again."""
+        return FileDirectoryCache(self, max_age)
 
     def location(self, name: str) -> str:
         """The lineage's directory, where ``cert.pem``, ``fullchain.pem`` ... always show the current version."""
@@ -363,7 +382,7 @@ class FileStore:
         new_meta = replace(meta, version=version, created_at=created_at, updated_at=now)
 
         target = archive / str(version)
-        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         try:
             staging.mkdir(mode=0o700)
             os.chmod(staging, 0o700)
@@ -387,7 +406,7 @@ class FileStore:
                 f"cannot save certificate {meta.name!r} in {directory}: {_strerror(exc)}; {_WRITE_HINT}"
             ) from exc
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _rmtree(staging, ignore_errors=True)
 
         committed = False
         try:
@@ -405,7 +424,7 @@ class FileStore:
             _fsync_dir(directory)
         finally:
             if not committed:
-                shutil.rmtree(target, ignore_errors=True)
+                _rmtree(target, ignore_errors=True)
         return new_meta
 
     def load_state(self, name: str) -> RenewalState | None:
@@ -434,13 +453,13 @@ class FileStore:
         directory = self.lineage_dir(name)
         if not directory.is_dir():
             return
-        doomed = directory.parent / f"{_DELETED_PREFIX}{name}-{secrets.token_hex(6)}"
+        doomed = directory.parent / f"{_DELETED_PREFIX}{name}-{os.urandom(6).hex()}"
         try:
             os.rename(directory, doomed)
             _fsync_dir(directory.parent)
         except OSError as exc:
             raise StorageError(f"cannot delete {directory}: {_strerror(exc)}; {_WRITE_HINT}") from exc
-        shutil.rmtree(doomed, ignore_errors=True)
+        _rmtree(doomed, ignore_errors=True)
 
     @staticmethod
     def _archived_versions(archive: Path) -> list[int]:
@@ -460,7 +479,7 @@ class FileStore:
                 if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _rmtree(entry.path, ignore_errors=True)
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
@@ -494,6 +513,8 @@ class FileStore:
 
     @contextlib.asynccontextmanager
     async def _alock(self, path: Path, what: str, wait: float) -> AsyncIterator[None]:
+        import asyncio  # here, not at the top: list and show read the store without an event loop
+
         fd = self._open_lock(path)
         try:
             for pause in _lock_pauses(fd, path, what, wait):
@@ -567,3 +588,48 @@ def _locked_error(fd: int, path: Path, what: str) -> LockedError:
         f"{what} is in use by another certsmith process ({holder}); "
         f"wait for it to finish, or retry with a longer lock wait (lock file: {path})"
     )
+
+
+class FileDirectoryCache:
+    """Directory documents under ``cache/``, used for ``max_age`` seconds after they were fetched.
+
+    The ACME client reads it before its first request and writes it after a GET of the
+    directory (see :class:`certsmith.acme.client.DirectoryCache`). Being a cache, it
+    never fails the caller: a file that cannot be read, is damaged, is for another URL,
+    is too old or from the future counts as absent, and a write that fails is skipped.
+    """
+
+    def __init__(self, store: FileStore, max_age: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self.max_age = max_age
+        self._clock = clock
+
+    def get(self, url: str) -> Any | None:
+        try:
+            data = json.loads(self._store.directory_cache_path(url).read_bytes())
+            fetched_at = data["fetched_at"]
+            age = self._clock() - float(fetched_at)
+            if data["url"] != url or not 0 <= age <= self.max_age or not isinstance(data["document"], dict):
+                return None
+            return data["document"]
+        except (OSError, ValueError, TypeError, KeyError, ConfigError):
+            return None
+
+    def put(self, url: str, document: Any) -> None:
+        try:
+            path = self._store.directory_cache_path(url)
+            data = json.dumps({"url": url, "fetched_at": self._clock(), "document": document}).encode()
+        except (ConfigError, TypeError, ValueError):
+            return
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            self._store._ensure_dir(path.parent)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # no fsync: losing a cache entry costs one GET
+        except (OSError, StorageError):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    def drop(self, url: str) -> None:
+        with contextlib.suppress(OSError, ConfigError):
+            self._store.directory_cache_path(url).unlink(missing_ok=True)

@@ -1,0 +1,108 @@
+"""The commands that only read local state import only what they need.
+
+A regression guard, not a timing test: ``--help``, ``list``, ``show``, ``dns list``
+and ``schedule`` must not load the HTTP stack, the event loop, certificate parsing
+or the ACME client (each is tens of milliseconds of start-up). Each command runs in
+a fresh interpreter with ``-X importtime``, whose report names every module imported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from certsmith.storage.base import CertificateFiles, LineageMeta
+from certsmith.storage.files import FileStore
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+#: Never imported by the commands below (a prefix also forbids its submodules).
+FORBIDDEN = (
+    "httpx",
+    "httpcore",
+    "h2",
+    "asyncio",
+    "ssl",
+    "cryptography.x509",
+    "cryptography.hazmat.primitives.asymmetric",
+    "certsmith.acme",
+    "certsmith.crypto",
+    "certsmith.jose",
+    "certsmith.manager",
+    "certsmith.accounts",
+    "rich",
+)
+
+_PEM = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+
+
+def _imported(args: list[str], state_dir: Path) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSMITH_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(SRC), env.get("PYTHONPATH"))))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "certsmith", "--state-dir", str(state_dir), *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    modules = set()
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            modules.add(line.rsplit("|", 1)[1].strip())
+    return modules, result
+
+
+def _forbidden(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("state")
+    store = FileStore(root)
+    for name in ("example.com", "_.example.org"):
+        meta = LineageMeta(
+            name=name, names=(name.replace("_.", "*."),), key_type="ec256",
+            directory_url="https://acme.test/dir", settings={}, not_before="2026-01-01T00:00:00Z",
+            not_after="2099-01-01T00:00:00Z", serial="01", issuer="Test CA", version=0,
+            created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
+        )
+        store.save_certificate(meta, CertificateFiles(_PEM, _PEM, _PEM * 2, b"key"))
+    return root
+
+
+COMMANDS = [
+    ["--help"],
+    ["list"],
+    ["--json", "list"],
+    ["show", "example.com"],
+    ["show", "no-such-lineage"],
+    ["dns", "list"],
+    ["schedule", "--help"],
+    ["schedule", "show", "--unit-dir", "units", "--cron-file", "cron"],
+    ["issue", "--help"],
+    ["renew", "--help"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("populated_dir", [False, True], ids=["empty", "populated"])
+def test_local_commands_stay_light(
+    args: list[str], populated_dir: bool, populated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    modules, result = _imported(args, populated if populated_dir else tmp_path / "empty")
+    assert "certsmith.cli" in modules, result.stderr[-2000:]
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert _forbidden(modules) == []
+    if args == ["list"] and populated_dir:
+        assert "example.com" in result.stdout and "_.example.org" in result.stdout
+
+
+def test_the_guard_sees_heavy_imports(tmp_path: Path) -> None:
+    """``issue`` does load the ACME client, so the check above is not vacuous."""
+    modules, result = _imported(["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test"], tmp_path)
+    assert result.returncode == 1
+    assert {"httpx", "certsmith.acme.client", "cryptography.x509"} <= modules
