@@ -674,6 +674,7 @@ class BindUpdateProvider:
     """Writes TXT records into the test BIND with plain RFC 2136 updates (zone example.test.)."""
 
     info = ProviderInfo(name="bind-update", title="test", description="test")
+    propagation_timeout = 5.0
 
     def __init__(self, server: Nameserver) -> None:
         self.server = server

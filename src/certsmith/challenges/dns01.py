@@ -56,8 +56,7 @@ def challenge_fqdn(identifier: str) -> str:
 class Dns01Solver:
     """Answers dns-01 challenges through ``provider``; owns it and closes it in :meth:`aclose`.
 
-    ``propagation_timeout`` None means the provider's ``propagation_timeout``
-    attribute when it has one that is set, else its ``info.default_propagation_timeout``.
+    ``propagation_timeout`` None means the provider's own (its variable, else its default).
     ``resolver`` None means the system resolver with checks at the authoritative
     servers.
     """
@@ -74,11 +73,7 @@ class Dns01Solver:
         self.provider = provider
         self.resolver = resolver if resolver is not None else Resolver()
         if propagation_timeout is None:
-            configured = getattr(provider, "propagation_timeout", None)
-            if isinstance(configured, int | float) and not isinstance(configured, bool):
-                propagation_timeout = float(configured)
-            else:
-                propagation_timeout = provider.info.default_propagation_timeout
+            propagation_timeout = provider.propagation_timeout
         self.propagation_timeout = propagation_timeout
         self.follow_cnames = follow_cnames
         # Reference counts, so that two orders sharing one authorization do not
