@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def strict_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
     server = PebbleServer(
         workdir=tmp_path_factory.mktemp("pebble-eab"),
-        env={"PEBBLE_WFE_NONCEREJECT": "50"},
+        env={"PEBBLE_WFE_NONCEREJECT": "90"},
         config={"externalAccountBindingRequired": True, "externalAccountMACKeys": {EAB_KID: EAB_KEY}},
     )
     server.start()
@@ -34,7 +34,7 @@ def strict_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleSe
         server.stop()
 
 
-def test_eab_required_and_issuance_at_50_percent_nonce_rejection(strict_pebble: PebbleServer, tmp_path: Path) -> None:
+def test_eab_required_and_issuance_at_90_percent_nonce_rejection(strict_pebble: PebbleServer, tmp_path: Path) -> None:
     cli = Cli(strict_pebble, tmp_path / "state")
     refused = cli.run("account", "register", "--email", "a@example.com", "--agree-tos", check=False)
     assert refused.returncode == 1 and "--eab-kid" in refused.stderr

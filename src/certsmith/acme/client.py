@@ -14,6 +14,8 @@ import datetime
 import email.utils
 import json
 import logging
+import os
+import random
 import re
 import ssl
 import time
@@ -33,12 +35,15 @@ from certsmith._redact import add_secret
 from certsmith._version import __version__
 from certsmith.acme import wire
 from certsmith.acme.errors import (
+    AlreadyRevoked,
     BadNonce,
     CertificateVerifyFailed,
     IncompleteExternalAccountBinding,
     InvalidProfile,
+    Malformed,
     NotADirectory,
     OrderFailed,
+    OrderNotReady,
     PollTimeout,
     Problem,
     ProblemError,
@@ -55,6 +60,8 @@ from certsmith.acme.resources import (
     Authorization,
     AuthorizationStatus,
     CertificateChain,
+    Challenge,
+    ChallengeStatus,
     Directory,
     Order,
     OrderStatus,
@@ -137,6 +144,28 @@ class PollPolicy:
         return min(previous * self.factor, self.maximum)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How requests ride out transient faults: resets, refused connections, time-outs, 5xx.
+
+    A request is tried at most ``attempts`` times and never longer than ``budget`` seconds
+    in all; between tries the wait grows from ``base`` (doubling, full jitter, at most
+    ``cap``) or is the CA's ``Retry-After`` when that is within ``retry_after_cap``.
+    """
+
+    attempts: int = 4
+    base: float = 0.5
+    cap: float = 8.0
+    budget: float = 120.0
+    retry_after_cap: float = 60.0
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """The pause before try number ``attempt + 1`` (``attempt`` counts from 1)."""
+        if retry_after is not None:
+            return max(retry_after, 0.0)
+        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     if ca_bundle is None:
         return ssl.create_default_context()
@@ -157,8 +186,10 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
     return None
 
 
-def _transport_error(exc: httpx.HTTPError, method: str, url: str, ca_bundle: str | None) -> TransportError:
-    """The fact behind an httpx failure: untrusted certificate, TLS failure, time-out or no connection."""
+def _transport_error(
+    exc: httpx.HTTPError, method: str, url: str, ca_bundle: str | None, timeout: float | None = None
+) -> TransportError:
+    """The fact behind an httpx failure, named: untrusted certificate, TLS failure, time-out, reset..."""
     verify = _find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", None) or str(verify)
@@ -171,11 +202,39 @@ def _transport_error(exc: httpx.HTTPError, method: str, url: str, ca_bundle: str
             ca_bundle=ca_bundle,
         )
     host = urlsplit(url).netloc
-    if _find_cause(exc, ssl.SSLError) is not None:
-        return TransportError(f"TLS handshake with {host} failed: {exc}", method=method, url=url)
     if isinstance(exc, httpx.TimeoutException):
-        return RequestTimeout(f"{method} {url} timed out; the CA is slow or unreachable", method=method, url=url)
-    return TransportError(f"cannot reach the CA at {host}: {exc or type(exc).__name__}", method=method, url=url)
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for the answer",
+            httpx.WriteTimeout: "sending the request",
+            httpx.PoolTimeout: "waiting for a free connection",
+        }.get(type(exc), "waiting")
+        after = f" after {timeout:g}s" if timeout else ""
+        return RequestTimeout(f"{method} {url} timed out{after} {phase}", method=method, url=url)
+    return TransportError(f"cannot reach the CA at {host}: {_describe(exc)}", method=method, url=url)
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """What went wrong on the wire, in words; never an empty string."""
+    if isinstance(exc, httpx.ProxyError):
+        proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY") if os.environ.get(k)), "")
+        where = f" {urlsplit(proxy).netloc}" if proxy else ""
+        return f"the proxy{where} failed: {exc or 'no reason given'}"
+    if _find_cause(exc, ConnectionResetError) is not None or "reset" in str(exc).lower():
+        return "the connection was reset"
+    if _find_cause(exc, ConnectionRefusedError) is not None or "refused" in str(exc).lower():
+        return "connection refused"
+    tls = _find_cause(exc, ssl.SSLError)
+    if tls is not None:
+        reason = getattr(tls, "reason", None) or str(tls) or type(tls).__name__
+        return f"the TLS handshake failed ({reason})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the server closed the connection without a complete answer ({exc or 'no reason'})"
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if not text and cause is not None:
+        text = str(cause) or type(cause).__name__
+    return text or type(exc).__name__
 
 
 class AcmeClient:
@@ -199,9 +258,10 @@ class AcmeClient:
         ca_bundle: Path | str | None = None,
         http: httpx.AsyncClient | None = None,
         timeout: float = 30.0,
-        max_nonce_retries: int = 20,
+        max_nonce_retries: int = 60,
         max_server_retries: int = 3,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         directory_cache: DirectoryCache | None = None,
     ) -> None:
@@ -228,6 +288,8 @@ class AcmeClient:
         self.max_nonce_retries = max_nonce_retries
         self.max_server_retries = max_server_retries
         self.poll = poll or PollPolicy()
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self._sleep = sleep
         self.request_count = 0
 
@@ -255,7 +317,7 @@ class AcmeClient:
         try:
             response = await self._http.request(method, url, content=content, headers=headers)
         except httpx.HTTPError as exc:
-            error = _transport_error(exc, method, url, self.ca_bundle)
+            error = _transport_error(exc, method, url, self.ca_bundle, self.timeout)
             if on_wire:
                 wire.log_failure(number, method, url, error)
             raise error from None
@@ -270,6 +332,45 @@ class AcmeClient:
         else:
             log.debug("%s %s -> %s", method, url, response.status_code)
         return response
+
+    async def _send_idempotent(self, method: str, url: str) -> httpx.Response:
+        """A GET or HEAD, tried again after resets, time-outs and 5xx/429 answers (see :class:`RetryPolicy`)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._send(method, url)
+            except TransportError as exc:
+                if not await self._pause_before_retry(exc, attempt, started, None):
+                    raise self._gave_up(exc, attempt) from None
+                continue
+            if response.status_code in _RETRY_STATUSES:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                if await self._pause_before_retry(None, attempt, started, retry_after):
+                    continue
+            return response
+
+    async def _pause_before_retry(
+        self, error: TransportError | None, attempt: int, started: float, retry_after: float | None
+    ) -> bool:
+        """Sleep before the next try and return ``True``, or ``False`` when the budget is spent."""
+        if isinstance(error, CertificateVerifyFailed) or attempt >= self.retry.attempts:
+            return False
+        if retry_after is not None and retry_after > self.retry.retry_after_cap:
+            return False
+        wait = self.retry.wait(attempt, retry_after)
+        if time.monotonic() - started + wait > self.retry.budget:
+            return False
+        log.info("%s; trying again in %.1fs", error or "the CA is busy", wait)
+        await self._sleep(wait)
+        return True
+
+    @staticmethod
+    def _gave_up(error: TransportError, attempts: int) -> TransportError:
+        if attempts > 1 and not isinstance(error, CertificateVerifyFailed):
+            error.args = (f"{error.args[0]} ({attempts} tries)",)
+        return error
 
     async def directory(self, *, confirmed: bool = False) -> Directory:
         """The directory: from the cache when one was given and holds a fresh copy, else a plain GET
@@ -306,7 +407,7 @@ class AcmeClient:
         return directory
 
     async def _fetch_directory(self) -> Directory:
-        response = await self._send("GET", self.directory_url)
+        response = await self._send_idempotent("GET", self.directory_url)
         status = response.status_code
         if status != 200:
             raise NotADirectory(self.directory_url, f"GET answered HTTP {status}", status=status)
@@ -355,7 +456,7 @@ class AcmeClient:
         url = (await self.directory()).new_nonce
         for _ in range(3):
             try:
-                response = await self._send("HEAD", url)
+                response = await self._send_idempotent("HEAD", url)
             except TransportError:
                 if (fresh := await self._refreshed(url)) is None:
                     raise
@@ -382,10 +483,14 @@ class AcmeClient:
             raise ConfigError(
                 "no ACME account is known for this key: call register() or lookup_account(), or pass account_url="
             )
+        idempotent = payload is None  # POST-as-GET reads; anything else may have been processed
+        started = time.monotonic()
+        attempt = 0
         nonce_retries = 0
         server_retries = 0
         healed = False
         while True:
+            attempt += 1
             nonce = await self._nonce()
             body = jws(signing_key, payload, url=url, nonce=nonce, kid=None if use_jwk else self.account_url)
             headers = {"Content-Type": JOSE_JSON}
@@ -393,11 +498,13 @@ class AcmeClient:
                 headers["Accept"] = accept
             try:
                 response = await self._send("POST", url, content=json.dumps(body).encode(), headers=headers)
-            except TransportError:
-                if healed or (fresh := await self._refreshed(url)) is None:
-                    raise
-                url, healed = fresh, True
-                continue
+            except TransportError as exc:
+                if not healed and (fresh := await self._refreshed(url)) is not None:
+                    url, healed = fresh, True
+                    continue
+                if idempotent and await self._pause_before_retry(exc, attempt, started, None):
+                    continue
+                raise self._gave_up(exc, attempt) from None
             if response.status_code < 400:
                 return response
             if response.status_code == 404 and not healed and (fresh := await self._refreshed(url)) is not None:
@@ -406,17 +513,22 @@ class AcmeClient:
             error = self._problem(response, "POST", url)
             if isinstance(error, BadNonce) and nonce_retries < self.max_nonce_retries:
                 nonce_retries += 1
+                if nonce_retries > 5:  # a CA rejecting nonce after nonce is overloaded: back off, jittered
+                    await self._sleep(random.uniform(0, min(0.25, 0.01 * 2 ** (nonce_retries - 5))))
                 continue
-            retryable = isinstance(error, RateLimited | ServerInternal) or response.status_code == 503
+            retryable = isinstance(error, RateLimited | ServerInternal) or response.status_code in _RETRY_STATUSES
             if retryable and server_retries < self.max_server_retries:
                 wait = parse_retry_after(response.headers.get("retry-after"))
                 if wait is None:
-                    wait = 1.0 * (2**server_retries)
-                if wait <= self.poll.retry_after_cap:
+                    wait = self.retry.wait(server_retries + 1)
+                if wait <= self.retry.retry_after_cap:
                     server_retries += 1
                     log.info("%s; retrying in %.1fs", error, wait)
                     await self._sleep(wait)
                     continue
+                when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=wait)
+                error.args = (f"{error.args[0]}; the CA asks to be retried in {wait:.0f}s, "
+                              f"after {when.strftime('%Y-%m-%d %H:%M:%S')} UTC",)
             raise error
 
     def _problem(self, response: httpx.Response, method: str, url: str) -> ProblemError:
@@ -531,7 +643,15 @@ class AcmeClient:
             payload["profile"] = profile
         if replaces and directory.renewal_info:
             payload["replaces"] = replaces
-        response = await self._post(directory.new_order, payload)
+        try:
+            response = await self._post(directory.new_order, payload)
+        except TransportError as exc:
+            if isinstance(exc, CertificateVerifyFailed):
+                raise
+            # The answer was lost; an order the CA may have created cannot be found again
+            # (the orders list is optional), so ask once more: at worst one order is abandoned.
+            log.info("%s; sending the order once more", exc)
+            response = await self._post(directory.new_order, payload)
         location = response.headers.get("location")
         if not location:
             raise UnexpectedResponse(f"{directory.new_order} returned no Location for the order")
@@ -549,8 +669,31 @@ class AcmeClient:
         )
 
     async def answer_challenge(self, url: str) -> None:
-        """Tell the CA the challenge is ready (POST ``{}``, RFC 8555 §7.5.1)."""
-        await self._post(url, {})
+        """Tell the CA the challenge is ready (POST ``{}``, RFC 8555 §7.5.1).
+
+        When the answer is lost (a reset, a 5xx, or a retry the CA refuses because the first
+        try already started validation), the challenge is read back: ``processing`` or
+        ``valid`` means the CA got it; ``pending`` gets the POST once more.
+        """
+        try:
+            await self._post(url, {})
+        except (TransportError, ServerInternal, Malformed) as exc:
+            if isinstance(exc, CertificateVerifyFailed):
+                raise
+            status = await self._challenge_status(url)
+            if status in (ChallengeStatus.PROCESSING, ChallengeStatus.VALID, ChallengeStatus.INVALID):
+                log.info("the CA has the challenge answer already (%s); going on", status)
+                return
+            if isinstance(exc, Malformed):
+                raise
+            await self._post(url, {})
+
+    async def _challenge_status(self, url: str) -> ChallengeStatus:
+        response = await self._post(url, None)
+        challenge = Challenge.from_json(_json(response))
+        if challenge is None:
+            raise UnexpectedResponse(f"{url} is not a challenge")
+        return challenge.status
 
     async def deactivate_authorization(self, url: str) -> Authorization:
         response = await self._post(url, {"status": "deactivated"})
@@ -585,14 +728,34 @@ class AcmeClient:
         return order
 
     async def finalize(self, order: Order, csr_der: bytes, *, timeout: float = 300.0) -> Order:
-        """Send the CSR and wait until the order is ``valid``."""
-        response = await self._post(order.finalize, {"csr": b64u_encode(csr_der)})
+        """Send the CSR and wait until the order is ``valid``.
+
+        When the answer is lost (a reset, a 5xx, or ``orderNotReady`` on a retry because the
+        first try was processed), the order is read back: ``processing`` or ``valid`` is
+        polled and downloaded, never thrown away; ``ready`` is finalized once more.
+        """
+        try:
+            response = await self._post(order.finalize, {"csr": b64u_encode(csr_der)})
+        except (TransportError, ServerInternal, OrderNotReady) as exc:
+            if isinstance(exc, CertificateVerifyFailed):
+                raise
+            current, _ = await self.get_order(order.url)
+            if current.status == OrderStatus.READY and not isinstance(exc, OrderNotReady):
+                response = await self._post(order.finalize, {"csr": b64u_encode(csr_der)})
+            elif current.status in (OrderStatus.PROCESSING, OrderStatus.VALID):
+                log.info("the CA has the finalize request already (order %s); going on", current.status)
+                return await self._until_valid(order, await self.poll_order(current, timeout=timeout))
+            else:
+                raise
         finalized = Order.from_json(order.url, _json(response))
         if finalized.status == OrderStatus.PROCESSING:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after:
                 await self._sleep(min(retry_after, self.poll.retry_after_cap))
-        finalized = await self.poll_order(finalized, timeout=timeout)
+        return await self._until_valid(order, await self.poll_order(finalized, timeout=timeout))
+
+    @staticmethod
+    async def _until_valid(order: Order, finalized: Order) -> Order:
         if finalized.status != OrderStatus.VALID or not finalized.certificate:
             raise OrderFailed(order.url, finalized.status.value, finalized.error)
         return finalized
@@ -633,7 +796,7 @@ class AcmeClient:
         if not directory.renewal_info:
             raise ConfigError(f"the CA at {self.directory_url} offers no renewal information (ARI)")
         url = directory.renewal_info.rstrip("/") + "/" + cert_id
-        response = await self._send("GET", url)
+        response = await self._send_idempotent("GET", url)
         if response.status_code != 200:
             raise self._problem(response, "GET", url)
         try:
@@ -646,10 +809,19 @@ class AcmeClient:
         """Revoke with the account key (kid), or with the certificate's own key (jwk)."""
         directory = await self.directory()
         payload = {"certificate": b64u_encode(cert_der), "reason": reason}
-        if certificate_key is not None:
-            await self._post(directory.revoke_cert, payload, key=certificate_key, use_jwk=True)
-        else:
-            await self._post(directory.revoke_cert, payload)
+        signing: dict[str, Any] = {"key": certificate_key, "use_jwk": True} if certificate_key is not None else {}
+        try:
+            await self._post(directory.revoke_cert, payload, **signing)
+        except (TransportError, ServerInternal) as exc:
+            if isinstance(exc, CertificateVerifyFailed):
+                raise
+            try:  # the answer was lost: the CA may have revoked it already
+                await self._post(directory.revoke_cert, payload, **signing)
+            except AlreadyRevoked:
+                log.info("the certificate was revoked by the request whose answer was lost")
+
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def _chain_matches(chain: CertificateChain, name: str) -> bool:

@@ -1,0 +1,166 @@
+"""Faults on the wire, from a real TLS proxy in front of Pebble: resets, 5xx, lost answers, time-outs.
+
+Each case checks the outcome (issued, or the exact error) and that no certificate the CA
+issued was thrown away: one order and one certificate wherever recovery is possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from certsmith.acme.client import AcmeClient, RetryPolicy
+from certsmith.acme.errors import RequestTimeout
+from certsmith.crypto import generate_key
+from certsmith.testing.pebble import LOOPBACK, PebbleServer
+from tests.conftest import Cli
+from tests.support.fault_proxy import Fault, FaultProxy
+
+
+@pytest.fixture(scope="module")
+def proxy(pebble: PebbleServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultProxy]:
+    assert pebble.ca_bundle is not None
+    port = int(pebble.directory_url.rsplit(":", 1)[1].split("/", 1)[0])
+    server = FaultProxy(LOOPBACK, port, pebble.ca_bundle, tmp_path_factory.mktemp("proxy")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ProxiedCli(Cli):
+    """The CLI talking to Pebble through the fault proxy."""
+
+    proxy: FaultProxy | None = None
+
+    def global_args(self) -> list[str]:
+        assert self.proxy is not None
+        return [
+            "--directory", self.proxy.directory_url,
+            "--ca-bundle", str(self.proxy.ca_path),
+            "--state-dir", str(self.state_dir),
+        ]
+
+
+@pytest.fixture
+def faulty(pebble: PebbleServer, proxy: FaultProxy, tmp_path: Path) -> Iterator[ProxiedCli]:
+    proxy.reset()
+    cli = ProxiedCli(pebble, tmp_path / "state", proxy)
+    cli.register()
+    yield cli
+    proxy.reset()
+
+
+def _issue(cli: ProxiedCli, name: str, *, check: bool = True) -> tuple[int, str, int]:
+    """Issue ``name``; returns (exit status, stderr, Pebble log mark taken before)."""
+    mark = cli.pebble.log_mark()
+    result = cli.run("issue", "-d", name, *cli.http_args(), check=check)
+    return result.returncode, result.stderr, mark
+
+
+def _one_order_one_certificate(cli: ProxiedCli, mark: int) -> None:
+    assert len(cli.pebble.orders_created(mark)) == 1
+    assert len(cli.pebble.certificates_issued(mark)) == 1
+
+
+def test_resets_on_reads_are_ridden_out(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(
+        Fault("^/nonce-plz", "reset", method="HEAD"),
+        Fault("^/authZ/", "reset", times=2),
+        Fault("^/my-order/", "reset"),
+        Fault("^/certZ/", "reset"),
+    )
+    _, stderr, mark = _issue(faulty, "resets.example.com")
+    assert "Traceback" not in stderr
+    _one_order_one_certificate(faulty, mark)
+    assert all(f.hits == f.times for f in faulty.proxy.faults if f.path != "^/nonce-plz")
+
+
+def test_5xx_with_retry_after_in_seconds_and_as_a_date_is_honoured(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    soon = email.utils.formatdate(time.time() + 1, usegmt=True)
+    faulty.proxy.add(
+        Fault("^/order-plz", "status", status=503, retry_after="1"),
+        Fault("^/authZ/", "status", status=500, retry_after=soon),
+        Fault("^/certZ/", "status", status=502),
+    )
+    started = time.monotonic()
+    _, _, mark = _issue(faulty, "busy.example.com")
+    assert time.monotonic() - started >= 1.0
+    _one_order_one_certificate(faulty, mark)
+
+
+@pytest.mark.parametrize("action", ["forward-then-reset", "forward-then-status"])
+def test_a_lost_finalize_answer_keeps_the_certificate_the_ca_issued(faulty: ProxiedCli, action: str) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(Fault("^/finalize-order/", action, status=500))
+    _, stderr, mark = _issue(faulty, f"finalize-{action}.example.com")
+    _one_order_one_certificate(faulty, mark)
+    assert faulty.proxy.faults[0].hits == 1, stderr
+
+
+@pytest.mark.parametrize("action", ["forward-then-reset", "forward-then-status"])
+def test_a_lost_challenge_answer_is_read_back(faulty: ProxiedCli, action: str) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(Fault("^/chalZ/", action, status=503))
+    _, _, mark = _issue(faulty, f"challenge-{action}.example.com")
+    _one_order_one_certificate(faulty, mark)
+
+
+def test_a_lost_new_order_answer_costs_at_most_one_abandoned_order(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(Fault("^/order-plz", "forward-then-reset"))
+    _, _, mark = _issue(faulty, "neworder.example.com")
+    assert len(faulty.pebble.orders_created(mark)) == 2
+    assert len(faulty.pebble.certificates_issued(mark)) == 1
+
+
+def test_a_lost_revoke_answer_counts_as_revoked(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    _issue(faulty, "revoke.example.com")
+    faulty.proxy.add(Fault("^/revoke-cert", "forward-then-reset"))
+    result = faulty.run("revoke", "revoke.example.com")
+    assert "Traceback" not in result.stderr
+    assert [e.status for e in faulty.proxy.requests("^/revoke-cert")] == [200, 400]  # the second: alreadyRevoked
+
+
+def test_retry_after_beyond_the_cap_says_when_the_ca_wants_to_hear_again(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(Fault("^/order-plz", "status", status=503, retry_after="7200", times=10))
+    status, stderr, mark = _issue(faulty, "later.example.com", check=False)
+    assert status == 1 and "retried in 7200s, after 20" in stderr and "Traceback" not in stderr
+    assert faulty.pebble.orders_created(mark) == []
+
+
+def test_a_persistent_reset_is_named(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    faulty.proxy.add(Fault("^/authZ/", "reset", times=100))
+    status, stderr, _ = _issue(faulty, "reset.example.com", check=False)
+    assert status == 1 and "the connection was reset" in stderr and "tries)" in stderr
+
+
+def test_a_slow_answer_times_out_with_the_phase_named_and_is_retried(proxy: FaultProxy) -> None:
+    proxy.reset()
+
+    async def directory(times: int) -> None:
+        proxy.reset()
+        proxy.add(Fault("^/dir", "delay", method="GET", delay=1.5, times=times))
+        client = AcmeClient(
+            proxy.directory_url, generate_key(), ca_bundle=proxy.ca_path, timeout=0.5,
+            retry=RetryPolicy(attempts=3, base=0.05),
+        )
+        async with client:
+            await client.directory()
+
+    asyncio.run(directory(times=1))  # the second try is answered at once
+    with pytest.raises(RequestTimeout, match=r"timed out after 0.5s waiting for the answer \(3 tries\)"):
+        asyncio.run(directory(times=3))
+    proxy.reset()
