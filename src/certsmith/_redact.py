@@ -34,7 +34,10 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """A formatter whose output (message, arguments and traceback) never shows a registered secret."""
+    """A formatter whose output (message, arguments and traceback) never shows a registered secret,
+    nor a control character that a server slipped into a logged string."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        from certsmith._text import clean
+
+        return clean(redact(super().format(record)), 1_000_000, keep_newlines=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,3 +165,41 @@ def test_a_slow_answer_times_out_with_the_phase_named_and_is_retried(proxy: Faul
     with pytest.raises(RequestTimeout, match=r"timed out after 0.5s waiting for the answer \(3 tries\)"):
         asyncio.run(directory(times=3))
     proxy.reset()
+
+
+# -- a hostile or broken CA ------------------------------------------------------------------
+
+
+def _problem(detail: str) -> bytes:
+    return json.dumps({"type": "urn:ietf:params:acme:error:malformed", "detail": detail}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault("^/order-plz", "respond", status=400, headers={"Content-Type": "application/problem+json"},
+               body=_problem("\x1b]0;owned\x07\x1b[2J" + "A" * 1_000_000)), "malformed: ?]0;owned??[2JAAA"),
+        (Fault("^/order-plz", "respond", status=201, headers={"Location": "file:///etc/passwd",
+                                                              "Content-Type": "application/json"},
+               body=json.dumps({"status": "pending", "authorizations": ["file:///etc/shadow"],
+                                "finalize": "http://127.0.0.1:1/f", "identifiers": []}).encode()),
+         "is not an https:// URL"),
+        (Fault("^/order-plz", "respond", status=503, headers={"Retry-After": "9" * 5000},
+               body=_problem("busy")), "busy"),
+        (Fault("^/order-plz", "respond", status=200, headers={"Content-Type": "application/json"},
+               body=b"[" * 100_000 + b"]" * 100_000), "error:"),
+        (Fault("^/order-plz", "respond", status=201, headers={"Location": "https://127.0.0.1:1/[/x]"},
+               body=b'{"status": 5}'), "error:"),
+    ],
+    ids=["escapes-and-a-megabyte", "file-and-http-urls", "absurd-retry-after", "deep-json", "markup-and-bad-types"],
+)
+def test_a_hostile_answer_is_one_clean_line(faulty: ProxiedCli, fault: Fault, expected: str) -> None:
+    assert faulty.proxy is not None
+    fault.times = 10
+    faulty.proxy.add(fault)
+    started = time.monotonic()
+    status, stderr, _ = _issue(faulty, "hostile.example.com", check=False)
+    assert status == 1 and expected in stderr, stderr[:2000]
+    assert "Traceback" not in stderr and "\x1b" not in stderr and "\x07" not in stderr
+    assert len(stderr) < 5000 and time.monotonic() - started < 60
+    assert not (faulty.state_dir / "certificates" / "hostile.example.com").exists()

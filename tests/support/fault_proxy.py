@@ -10,7 +10,8 @@ and returns Pebble's answer, unless a :class:`Fault` matches the request:
 * ``forward-then-reset``: Pebble processes the request, then the client's connection is
   reset -- the response is lost;
 * ``forward-then-status``: Pebble processes it, the client gets ``status`` instead;
-* ``delay``: the answer comes ``delay`` seconds late (past the client's timeout).
+* ``delay``: the answer comes ``delay`` seconds late (past the client's timeout);
+* ``respond``: a hostile answer instead of Pebble's (``status``, ``headers``, ``body``).
 
 It runs its own event loop in a thread, so a test can drive the CLI in a subprocess or the
 library in its own loop while faults are added and the log is read.
@@ -44,6 +45,8 @@ class Fault:
     status: int = 500
     retry_after: str | None = None
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
     times: int = 1
     skip: int = 0
     hits: int = field(default=0, init=False)
@@ -151,6 +154,10 @@ class FaultProxy:
                 assert fault is not None
                 status = fault.status
                 await _answer(writer, _error_response(fault))
+            elif action == "respond":
+                assert fault is not None
+                status = fault.status
+                await _answer(writer, _canned_response(fault))
             else:
                 if action == "delay":
                     assert fault is not None
@@ -226,6 +233,12 @@ def _error_response(fault: Fault) -> bytes:
     if fault.retry_after is not None:
         headers.append(f"Retry-After: {fault.retry_after}")
     return "\r\n".join([*headers, "", ""]).encode() + body
+
+
+def _canned_response(fault: Fault) -> bytes:
+    headers = [f"HTTP/1.1 {fault.status} Canned", f"Content-Length: {len(fault.body)}", "Connection: close"]
+    headers += [f"{name}: {value}" for name, value in fault.headers.items()]
+    return "\r\n".join([*headers, "", ""]).encode("latin-1") + fault.body
 
 
 async def _answer(writer: asyncio.StreamWriter, response: bytes) -> None:

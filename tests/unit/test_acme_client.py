@@ -263,6 +263,9 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
     assert parse_retry_after("-5", now) is None
+    assert parse_retry_after("9" * 40, now) == 366 * 86400  # capped, no OverflowError
+    assert parse_retry_after("9" * 5000, now) is None  # no ValueError from int()
+    assert parse_retry_after("Thu, 01 Jan 99999 12:00:00 GMT", now) is None
 
 
 def test_link_headers_with_several_alternates() -> None:

@@ -301,3 +301,16 @@ def test_a_server_that_cannot_listen_gets_the_flags_that_change_it(challenge: st
     said = advice(error)
     assert said is not None and expected in said
     assert advice(ListenError("x", challenge_type=challenge, host="", port=80, cause="other")) is None
+
+
+def test_server_text_is_cleaned_before_it_reaches_a_terminal() -> None:
+    from certsmith._text import clean
+    from certsmith.acme.errors import Problem
+
+    hostile = "\x1b]0;pwned\x07\x1b[2Jdetail\u202eevil\r\n" + "x" * 1_000_000
+    problem = Problem.from_json({"type": "urn:ietf:params:acme:error:malformed", "detail": hostile,
+                                 "subproblems": [{"detail": "\x1b[31mred"}] * 1000})
+    assert problem.detail.isprintable() and len(problem.detail) <= 500
+    assert "\x1b" not in problem.describe() and len(problem.subproblems) == 20
+    assert clean("fine text") == "fine text"
+    assert clean("two\nlines", keep_newlines=True) == "two\nlines" and clean("two\nlines") == "two?lines"

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certsmith._http import json_object
 from certsmith._redact import add_secret
+from certsmith._text import clean
 from certsmith._version import __version__
 from certsmith.acme import wire
 from certsmith.acme.errors import (
@@ -96,6 +97,9 @@ class DirectoryCache(Protocol):
     def drop(self, url: str) -> None: ...
 
 
+_MAX_RETRY_AFTER = 366 * 86400  # a year; more is a broken server, and a float overflow waiting to happen
+
+
 def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
 
@@ -104,11 +108,13 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
     if value is None:
         return None
     text = value.strip()
+    if len(text) > 64:
+        return None  # neither a sane number of seconds nor a date
     if text.isdigit():
-        return float(int(text))
+        return float(min(int(text), _MAX_RETRY_AFTER))
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
@@ -138,9 +144,13 @@ class PollPolicy:
     maximum: float = 5.0
     retry_after_cap: float = 60.0
 
+    retry_after_floor: float = 1.0
+
     def next_wait(self, previous: float, retry_after: float | None) -> float:
+        """The next pause: the CA's ``Retry-After`` (at least ``retry_after_floor``, so a server saying
+        ``0`` is not asked many times a second, at most ``retry_after_cap``), else the growing wait."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_cap)
+            return min(max(retry_after, self.retry_after_floor), self.retry_after_cap)
         return min(previous * self.factor, self.maximum)
 
 
@@ -308,6 +318,9 @@ class AcmeClient:
     async def _send(
         self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
+        if not url.startswith("https://"):
+            # every URL after the directory's comes from the CA: a file:// or plain http:// one is refused
+            raise UnexpectedResponse(f"the CA pointed to {clean(url, 200)!r}, which is not an https:// URL")
         self.request_count += 1
         number = self.request_count
         on_wire = wire.log.isEnabledFor(logging.DEBUG)
@@ -779,7 +792,7 @@ class AcmeClient:
         default, alternates = await self.download_chain(url)
         if not preferred_chain or _chain_matches(default, preferred_chain):
             return default
-        for alternate_url in alternates:
+        for alternate_url in alternates[:MAX_ALTERNATE_CHAINS]:
             chain, _ = await self.download_chain(alternate_url)
             if _chain_matches(chain, preferred_chain):
                 return chain
@@ -822,6 +835,8 @@ class AcmeClient:
 
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Alternate chains looked at for ``preferred_chain``; a CA offering hundreds gets no more requests.
+MAX_ALTERNATE_CHAINS = 10
 
 
 def _chain_matches(chain: CertificateChain, name: str) -> bool:

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from certsmith._text import clean
 from certsmith.errors import CertsmithError, ConfigError
+
+_MAX_SUBPROBLEMS = 20
 
 ACME_ERROR_PREFIX = "urn:ietf:params:acme:error:"
 
@@ -132,24 +135,26 @@ class Problem:
 
     @classmethod
     def from_json(cls, data: Any) -> Problem:
+        """Read a problem document; every string is cleaned (:func:`certsmith._text.clean`)."""
         if not isinstance(data, dict):
-            return cls(type="about:blank", detail=str(data)[:200])
+            return cls(type="about:blank", detail=clean(str(data), 200))
         subs = []
-        for sub in data.get("subproblems") or ():
+        listed = data.get("subproblems")
+        for sub in listed[:_MAX_SUBPROBLEMS] if isinstance(listed, list) else ():
             if isinstance(sub, dict):
                 ident = sub.get("identifier")
                 subs.append(
                     Subproblem(
-                        type=str(sub.get("type", "")),
-                        detail=str(sub.get("detail", "")),
+                        type=clean(str(sub.get("type", "")), 100),
+                        detail=clean(str(sub.get("detail", ""))),
                         identifier=ident if isinstance(ident, dict) else None,
                     )
                 )
         status = data.get("status")
         ident = data.get("identifier")
         return cls(
-            type=str(data.get("type") or "about:blank"),
-            detail=str(data.get("detail") or ""),
+            type=clean(str(data.get("type") or "about:blank"), 100),
+            detail=clean(str(data.get("detail") or "")),
             status=status if isinstance(status, int) else None,
             subproblems=tuple(subs),
             identifier=ident if isinstance(ident, dict) else None,

@@ -87,8 +87,10 @@ class Context:
         """Progress on stderr, one line per event (the bullet coloured when stderr is a terminal)."""
         if self.verbosity < 0:
             return
+        from certsmith._text import clean
+
         colour = "green" if kind in ("stored", "validated", "finalized") else "cyan"
-        click.echo(click.style("•", fg=colour) + f" {message}", err=True)
+        click.echo(click.style("•", fg=colour) + f" {clean(message, 1000)}", err=True)
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """One JSON document on stdout with --json, else the human rendering."""
@@ -215,8 +217,9 @@ def _exit(status: int) -> NoReturn:
 def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = None) -> NoReturn:
     """Print the error (and the advice, when there is some) on stderr, and as JSON with ``--json``; exit."""
     from certsmith._redact import redact
+    from certsmith._text import clean
 
-    message = redact(message)
+    message = clean(redact(message), 2000, keep_newlines=True)
     if ctx.json:
         import json
 
