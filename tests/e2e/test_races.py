@@ -1,0 +1,59 @@
+"""Processes racing on one state directory, and a state directory that cannot be written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CERTSMITH, Cli, clean_env
+
+
+def test_ten_first_runs_at_once_register_one_account(cli: Cli) -> None:
+    mark = cli.pebble.log_mark()
+    processes = [
+        subprocess.Popen(
+            [*CERTSMITH, *cli.global_args(), "issue", "-d", f"race{i}.example.com", "--email", "a@example.com",
+             "--agree-tos", "--challenge", "tls-alpn-01", "--tls-port", str(cli.pebble.tls_port)],
+            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(10)
+    ]
+    results = [(p.wait(timeout=180), p.stderr.read() if p.stderr else "") for p in processes]
+    for process in processes:
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+    # one tls-alpn-01 port: the processes take turns for it, or fail clearly when it is busy
+    assert cli.pebble.request_count("newAccount", mark) == 1, results
+    accounts = list(cli.state_dir.rglob("account.json"))
+    assert len(accounts) == 1
+    issued = [i for i in range(10) if (cli.state_dir / "certificates" / f"race{i}.example.com").exists()]
+    assert issued, results
+    for status, stderr in results:
+        assert "Traceback" not in stderr and (status == 0 or "in use" in stderr), stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_read_only_state_directory_sends_nothing(cli: Cli) -> None:
+    cli.state_dir.mkdir(parents=True)
+    cli.state_dir.chmod(0o500)
+    try:
+        mark = cli.pebble.log_mark()
+        result = cli.run("account", "register", "--email", "a@example.com", "--agree-tos", check=False)
+        assert result.returncode == 1 and "cannot write" in result.stderr
+        assert cli.pebble.request_count("newAccount", mark) == 0
+    finally:
+        cli.state_dir.chmod(0o700)
+
+
+def test_a_state_directory_on_a_read_only_path_sends_nothing(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state directory's parent should be")
+    readonly = Cli(cli.pebble, blocker / "state")
+    mark = cli.pebble.log_mark()
+    result = readonly.run("account", "register", "--email", "a@example.com", "--agree-tos", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert cli.pebble.request_count("newAccount", mark) == 0
