@@ -954,3 +954,50 @@ def test_account_lock_is_exclusive_per_ca(store: FileStore) -> None:
 
     asyncio.run(run())
     assert store.account_lock_path(DIRECTORY).name.startswith(".account-acme.example.test_14000-")
+
+
+# -- a state directory another user could change ------------------------------------------
+
+
+def test_a_world_writable_state_directory_is_tightened(
+    store: FileStore, pairs: tuple[Pair, Pair], caplog: pytest.LogCaptureFixture
+) -> None:
+    store.root.mkdir(mode=0o700)
+    os.chmod(store.root, 0o777)
+    save(store, pairs[0])
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o755
+    assert "removed their write permission" in caplog.text
+
+
+def test_a_planted_symlink_for_a_lineage_is_refused(
+    store: FileStore, pairs: tuple[Pair, Pair], tmp_path: Path
+) -> None:
+    save(store, pairs[0])
+    lineage = store.lineage_dir("example.com")
+    elsewhere = tmp_path / "attacker"
+    os.rename(lineage, elsewhere)
+    os.symlink(elsewhere, lineage)
+    fresh = FileStore(store.root)  # a new process: nothing trusted yet
+    with pytest.raises(StorageError, match="symbolic link"):
+        fresh.load_meta("example.com")
+    with pytest.raises(StorageError, match="symbolic link"):
+        save(fresh, pairs[1])
+    assert os.readlink(lineage) == str(elsewhere)  # nothing was written through it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_a_state_directory_of_another_user_is_refused(store: FileStore, pairs: tuple[Pair, Pair]) -> None:
+    store.root.mkdir(mode=0o700)
+    os.chown(store.root, 65534, 65534)
+    with pytest.raises(StorageError, match="belongs to another user"):
+        save(store, pairs[0])
+    assert os.listdir(store.root) == []
+
+
+def test_a_shared_sticky_directory_is_refused_not_tightened(tmp_path: Path, pairs: tuple[Pair, Pair]) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(StorageError, match="shared directory"):
+        save(FileStore(shared), pairs[0])
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777

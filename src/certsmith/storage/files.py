@@ -41,8 +41,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -70,6 +72,7 @@ DIRECTORY_CACHE_MAX_AGE = 3600.0
 _META_FILE = "meta.json"
 _STATE_FILE = "renewal.json"
 _LINEAGE_FILES = (*LINEAGE_FILES, _META_FILE)
+log = logging.getLogger("certsmith.storage")
 _STAGING_PREFIX = ".staging-"
 _DELETED_PREFIX = ".deleted-"
 _LOCK_POLL = 0.05
@@ -160,6 +163,7 @@ class FileStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._trusted: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -211,6 +215,7 @@ class FileStore:
     def _ensure_dir(self, path: Path) -> None:
         """Create ``path`` (0700 for it and every missing directory below the root)."""
         if path.is_dir():
+            self._check_dir(path)
             return
         try:
             if path != self.root and self.root in path.parents:
@@ -229,6 +234,50 @@ class FileStore:
                 f"cannot create directory {path}: {_strerror(exc)}; check that {self.root} "
                 "is writable by this user, or choose another state directory"
             ) from exc
+
+    def _check_dir(self, path: Path) -> None:
+        """Refuse a directory of the state that another user could change; tighten our own.
+
+        Below the root no directory may be a symlink (a planted link would let another user
+        swap the certificates a server reads); every directory must be ours, and one that
+        group or others may write is made 0700 with a warning. The root itself may be a
+        link the administrator made, but what it points to must pass the same checks.
+        """
+        if path in self._trusted:
+            return
+        chain = [path, *(parent for parent in path.parents if self.root in parent.parents)]
+        for directory in [self.root, *reversed(chain)] if path != self.root else [path]:
+            if directory in self._trusted:
+                continue
+            try:
+                info = os.lstat(directory) if directory != self.root else os.stat(directory)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StorageError(f"cannot inspect {directory}: {_strerror(exc)}") from exc
+            if stat.S_ISLNK(info.st_mode):
+                raise StorageError(
+                    f"{directory} is a symbolic link, which certsmith never creates there; another user may "
+                    f"have planted it: remove it and check {self.root}"
+                )
+            if info.st_uid != os.geteuid():
+                raise StorageError(
+                    f"{directory} belongs to another user (uid {info.st_uid}); certsmith only uses a state "
+                    "directory that this user owns"
+                )
+            if info.st_mode & 0o022 and info.st_mode & stat.S_ISVTX:
+                raise StorageError(
+                    f"{directory} is a shared directory (like /tmp) that anyone may write to; give certsmith a "
+                    "state directory of its own"
+                )
+            if info.st_mode & 0o022:
+                try:
+                    os.chmod(directory, stat.S_IMODE(info.st_mode) & ~0o022)
+                except OSError as exc:
+                    raise StorageError(f"{directory} is writable by others and cannot be tightened: "
+                                       f"{_strerror(exc)}") from exc
+                log.warning("%s was writable by group or others; removed their write permission", directory)
+            self._trusted.add(directory)
 
     # -- reading helpers ---------------------------------------------------------
 
@@ -331,6 +380,8 @@ class FileStore:
     def load_meta(self, name: str) -> LineageMeta | None:
         """The metadata of the current version of certificate ``name``, or ``None`` if not stored."""
         directory = self.lineage_dir(name)
+        self._check_dir(directory.parent)
+        self._check_dir(directory)
         meta_path = directory / _META_FILE
         raw = self._read(meta_path, "certificate metadata")
         if raw is None:
