@@ -303,6 +303,9 @@ def test_oversized_and_malformed_requests_are_refused() -> None:
         assert statuses(raw) == [400]
         raw = await asyncio.to_thread(raw_exchange, port, b"GET / HTTP/2.0\r\n\r\n")
         assert statuses(raw) == [505]
+        for odd in (b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET noslash HTTP/1.1\r\nHost: x\r\n\r\n"):
+            raw = await asyncio.to_thread(raw_exchange, port, odd)
+            assert statuses(raw) == [400], odd
         # the server still answers afterwards
         assert (await get(port, TOKEN_A)).status_code == 200
 

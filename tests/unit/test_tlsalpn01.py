@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certsmith.challenges.base import ChallengeJob
-from certsmith.challenges.tlsalpn01 import ACME_IDENTIFIER_OID, TlsAlpn01Solver, _client_hello_alpn, sni_name
+from certsmith.challenges.tlsalpn01 import (
+    ACME_IDENTIFIER_OID,
+    TlsAlpn01Solver,
+    _client_hello_alpn,
+    _client_hello_body,
+    _sni_from_body,
+    sni_name,
+)
 from certsmith.errors import ChallengeError, ListenError
 from certsmith.testing.pebble import LOOPBACK, free_port
 
@@ -325,3 +332,37 @@ def test_aclose_ends_a_stalled_handshake() -> None:
         writer.close()
 
     run(main())
+
+
+def _captured_hello(server_hostname: str) -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["acme-tls/1"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_non_ascii_sni_is_refused_before_the_tls_library_sees_it(capfd: pytest.CaptureFixture[str]) -> None:
+    data = _captured_hello("a.example.test")
+    body = _client_hello_body(data)
+    assert body is not None and _sni_from_body(body) == b"a.example.test"
+    hostile = data.replace(b"a.example.test", "\u2603xample.test".encode())  # same length in bytes
+    assert len(hostile) == len(data)
+
+    async def body_(solver: TlsAlpn01Solver, port: int) -> None:
+        await solver.present([JOB_A])
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(LOOPBACK, port)
+            writer.write(hostile)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer == bytes([21, 3, 3, 0, 2, 2, 112])  # unrecognized_name
+            writer.close()
+            await writer.wait_closed()
+
+    run(with_solver(body_))
+    assert "Traceback" not in capfd.readouterr().err

@@ -315,7 +315,12 @@ class Http01Solver:
             return 405, b"method not allowed\n", keep_alive, {"Allow": "GET, HEAD"}
         path = request.target
         if "://" in path:  # absolute-form (RFC 9112 §3.2.2)
-            path = urlsplit(path).path
+            try:
+                path = urlsplit(path).path
+            except ValueError:  # e.g. an unclosed IPv6 literal
+                return 400, b"bad request\n", False, {}
+        elif not path.startswith("/") and path != "*":
+            return 400, b"bad request\n", False, {}
         path = path.split("?", 1)[0]
         if path.startswith(CHALLENGE_PATH):
             token = path[len(CHALLENGE_PATH) :]

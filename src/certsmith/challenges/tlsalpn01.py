@@ -49,8 +49,11 @@ _MAX_RECORD = 2**14 + 256
 _HANDSHAKE = 22
 _CLIENT_HELLO = 1
 _EXT_ALPN = 16
+_EXT_SERVER_NAME = 0
 # A fatal no_application_protocol alert in a TLS 1.2-versioned record (RFC 7301 §3.2).
 _NO_APPLICATION_PROTOCOL_ALERT = bytes([21, 3, 3, 0, 2, 2, 120])
+# A fatal unrecognized_name alert (RFC 6066 §3).
+_UNRECOGNIZED_NAME_ALERT = bytes([21, 3, 3, 0, 2, 2, 112])
 
 
 def sni_name(job: ChallengeJob) -> str:
@@ -199,7 +202,12 @@ class TlsAlpn01Solver:
             hello = await _read_client_hello(reader)
             if hello is None:
                 return
-            data, protocols = hello
+            data, protocols, server_name = hello
+            if not acceptable_sni(server_name):
+                log.debug("tls-alpn-01 handshake with an unusable SNI refused")
+                writer.write(_UNRECOGNIZED_NAME_ALERT)
+                await writer.drain()
+                return
             if ACME_TLS_ALPN.encode() not in protocols:
                 writer.write(_NO_APPLICATION_PROTOCOL_ALERT)
                 await writer.drain()
@@ -245,8 +253,8 @@ async def _flush(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
         await writer.drain()
 
 
-async def _read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, list[bytes]] | None:
-    """Read until a whole ClientHello is buffered; the raw bytes and the ALPN protocols offered.
+async def _read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, list[bytes], bytes | None] | None:
+    """Read until a whole ClientHello is buffered; the raw bytes, the ALPN protocols offered and the SNI.
 
     ``None`` when the peer closes early or sends something that is not a ClientHello.
     """
@@ -257,12 +265,12 @@ async def _read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, list[
             return None
         data += chunk
         try:
-            protocols = _client_hello_alpn(data)
+            body = _client_hello_body(data)
+            if body is not None:
+                return data, _alpn_from_body(body), _sni_from_body(body)
         except _BadHello as exc:
             log.debug("not a TLS ClientHello: %s", exc)
             return None
-        if protocols is not None:
-            return data, protocols
     return None
 
 
@@ -286,7 +294,13 @@ class _Cursor:
 
 
 def _client_hello_alpn(data: bytes) -> list[bytes] | None:
-    """The ALPN names a complete ClientHello in ``data`` offers (empty: no ALPN); ``None`` if incomplete.
+    """The ALPN names a complete ClientHello in ``data`` offers (empty: no ALPN); ``None`` if incomplete."""
+    body = _client_hello_body(data)
+    return None if body is None else _alpn_from_body(body)
+
+
+def _client_hello_body(data: bytes) -> bytes | None:
+    """The body of a complete ClientHello in ``data``; ``None`` if incomplete.
 
     Handles a ClientHello split over several handshake records (RFC 8446 §5.1).
     """
@@ -305,27 +319,58 @@ def _client_hello_alpn(data: bytes) -> list[bytes] | None:
                 raise _BadHello("the first handshake message is not a ClientHello")
             size = int.from_bytes(message[1:4], "big")
             if len(message) >= 4 + size:
-                return _alpn_from_body(message[4 : 4 + size])
+                return message[4 : 4 + size]
     return None
 
 
-def _alpn_from_body(body: bytes) -> list[bytes]:
+def _extensions(body: bytes) -> dict[int, bytes]:
+    """The ClientHello body's extensions by type (the first of each)."""
     cursor = _Cursor(body)
     cursor.take(2 + 32)  # legacy_version, random
     cursor.vector(1)  # legacy_session_id
     cursor.vector(2)  # cipher_suites
     cursor.vector(1)  # legacy_compression_methods
+    found: dict[int, bytes] = {}
     if cursor.pos == len(body):
-        return []  # no extensions at all
+        return found  # no extensions at all
     extensions = _Cursor(cursor.vector(2))
     while extensions.pos < len(extensions.data):
         kind = extensions.number(2)
-        value = extensions.vector(2)
-        if kind != _EXT_ALPN:
-            continue
-        names = _Cursor(_Cursor(value).vector(2))
-        protocols: list[bytes] = []
-        while names.pos < len(names.data):
-            protocols.append(names.vector(1))
-        return protocols
-    return []
+        found.setdefault(kind, extensions.vector(2))
+    return found
+
+
+def _alpn_from_body(body: bytes) -> list[bytes]:
+    value = _extensions(body).get(_EXT_ALPN)
+    if value is None:
+        return []
+    names = _Cursor(_Cursor(value).vector(2))
+    protocols: list[bytes] = []
+    while names.pos < len(names.data):
+        protocols.append(names.vector(1))
+    return protocols
+
+
+def _sni_from_body(body: bytes) -> bytes | None:
+    """The host_name of the server_name extension (RFC 6066 §3), ``None`` without one."""
+    value = _extensions(body).get(_EXT_SERVER_NAME)
+    if value is None:
+        return None
+    names = _Cursor(_Cursor(value).vector(2))
+    while names.pos < len(names.data):
+        kind = names.number(1)
+        name = names.vector(2)
+        if kind == 0:
+            return name
+    return None
+
+
+def acceptable_sni(name: bytes | None) -> bool:
+    """Whether the TLS library may see this SNI: absent, or a plain ASCII host name.
+
+    Python's SNI callback decodes the name as IDNA and prints a traceback per connection for
+    bytes it cannot decode; such names are refused before the handshake reaches it.
+    """
+    if name is None:
+        return True
+    return 0 < len(name) <= 253 and all(0x21 <= byte < 0x7F for byte in name)
