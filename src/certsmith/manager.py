@@ -132,8 +132,10 @@ class Manager:
         on_event: EventSink | None = None,
         clock: Clock = utc_now,
         http: httpx.AsyncClient | None = None,
+        lock_wait: float = 0.0,
     ) -> None:
         self.store = store
+        self.lock_wait = lock_wait  # seconds to wait for a lineage another process is working on
         self.directory_url = directory_url
         self.ca_bundle = str(ca_bundle) if ca_bundle else None
         self.env = dict(os.environ if env is None else env)
@@ -251,7 +253,7 @@ class Manager:
         assert request.directory_url is not None
         directory_url = request.directory_url
         client = await self.accounts.client(directory_url, request.ca_bundle)
-        async with self.store.alock(name, wait=0.0):
+        async with self.store.alock(name, wait=self.lock_wait):
             previous = self._load_meta(name)
             if not force and previous is not None:
                 keep = self._keep_reason(previous, request, identifiers, directory_url)
@@ -625,7 +627,7 @@ class Manager:
         """
         if self.store.load_meta(name) is None:
             raise ConfigError(f"no certificate named {name!r}")
-        async with self.store.alock(name, wait=0.0):
+        async with self.store.alock(name, wait=self.lock_wait):
             revoked = await self.revoke(name, reason=reason) if revoke else None
             location = self.store.location(name)
             self.store.delete_lineage(name)

@@ -57,3 +57,31 @@ def test_a_state_directory_on_a_read_only_path_sends_nothing(cli: Cli, tmp_path:
     result = readonly.run("account", "register", "--email", "a@example.com", "--agree-tos", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert cli.pebble.request_count("newAccount", mark) == 0
+
+
+def test_a_locked_lineage_is_refused_or_waited_for(registered_cli: Cli) -> None:
+    import threading
+
+    from certsmith.storage.files import FileStore
+
+    cli = registered_cli
+    store = FileStore(cli.state_dir)
+    with store.lock("locked.example.com"):
+        refused = cli.run("issue", "-d", "locked.example.com", *cli.http_args(), check=False)
+    assert refused.returncode == 1 and "in use by another certsmith process" in refused.stderr
+    assert "--wait SECONDS" in refused.stderr
+
+    held = threading.Event()
+
+    def hold_for_a_second() -> None:
+        with store.lock("locked.example.com"):
+            held.set()
+            threading.Event().wait(1.0)
+
+    holder = threading.Thread(target=hold_for_a_second)
+    holder.start()
+    held.wait(5)
+    waited = cli.run("issue", "-d", "locked.example.com", "--wait", "30", *cli.http_args())
+    holder.join()
+    assert waited.returncode == 0
+    assert (cli.state_dir / "certificates" / "locked.example.com" / "fullchain.pem").exists()

@@ -37,6 +37,7 @@ class Context:
     json: bool
     verbosity: int
     env_file: str | None = None
+    lock_wait: float = 0.0
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
@@ -80,7 +81,8 @@ class Context:
         except ConfigError as exc:
             raise ConfigError(f"--directory: {exc}") from None
         return Manager(
-            self.store(), directory, ca_bundle=self.ca_bundle, env=self.environment(), on_event=self.progress
+            self.store(), directory, ca_bundle=self.ca_bundle, env=self.environment(), on_event=self.progress,
+            lock_wait=self.lock_wait,
         )
 
     def progress(self, kind: str, message: str) -> None:
@@ -233,6 +235,21 @@ def _fail(ctx: Context, message: str, status: int = 1, *, advice: str | None = N
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _lock_wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--wait SECONDS``: how long to wait for a certificate another certsmith process is working on."""
+
+    def remember(click_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+        owner = click_ctx.find_object(Context)
+        if value is not None and owner is not None:
+            owner.lock_wait = value
+        return value
+
+    return click.option(
+        "--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS", expose_value=False,
+        callback=remember, help="Wait up to SECONDS for a certificate another certsmith process is working on.",
+    )(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -407,6 +424,7 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--eab-kid", envvar="CERTSMITH_EAB_KID", help="External account binding key ID, when registering.")
 @click.option("--eab-hmac-key", envvar="CERTSMITH_EAB_HMAC_KEY", help="External account binding HMAC key (base64url).")
 @click.option("--force", is_flag=True, help="Order a new certificate even when the stored one is valid and not due.")
+@_lock_wait_option
 @pass_ctx
 def issue(
     ctx: Context,
@@ -521,6 +539,7 @@ def _print_issued(result: dict[str, Any]) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Renew even when not due.")
+@_lock_wait_option
 @click.option(
     "--jitter",
     type=float,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from certsmith.errors import AccountError, ListenError
+from certsmith.errors import AccountError, ListenError, LockedError
 
 if TYPE_CHECKING:
     from certsmith.acme.errors import CertificateVerifyFailed
@@ -40,6 +40,8 @@ def advice(exc: BaseException) -> str | None:
         return _ACCOUNT_ADVICE.get(exc.reason)
     if isinstance(exc, ListenError):
         return _listen(exc)
+    if isinstance(exc, LockedError):
+        return "or add --wait SECONDS to wait for it"
     if "certsmith.acme.errors" not in sys.modules:
         return None  # nothing from the ACME layer ran, so it raised nothing; keeps error paths light
     from certsmith.acme import errors

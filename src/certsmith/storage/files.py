@@ -637,7 +637,7 @@ def _locked_error(fd: int, path: Path, what: str) -> LockedError:
     holder = f"pid {text}" if text.isdigit() else "pid unknown"
     return LockedError(
         f"{what} is in use by another certsmith process ({holder}); "
-        f"wait for it to finish, or retry with a longer lock wait (lock file: {path})"
+        f"wait for it to finish (lock file: {path})"
     )
 
 
