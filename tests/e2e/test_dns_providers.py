@@ -2,9 +2,10 @@
 :func:`certsmith.testing.conformance.check_provider` against a backend that runs here.
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
-emulator (``tests/support/alidns_emulator.py``), exec a hook script that keeps its
-records in a file, and manual is driven through a fake terminal whose "person" creates
-each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
+emulator (``tests/support/alidns_emulator.py``), cloudflare the Cloudflare API v4 emulator
+(``tests/support/cloudflare_emulator.py``), exec a hook script that keeps its records in a
+file, and manual is driven through a fake terminal whose "person" creates each record the
+moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
 """
 
@@ -26,6 +27,7 @@ from certsmith.dns.base import builtin_providers, load_provider
 from certsmith.testing.conformance import check_provider
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
+from tests.support.cloudflare_emulator import CloudflareAccount, CloudflareEmulator, CloudflareToken
 
 ZONE = "conformance.test."
 
@@ -58,6 +60,18 @@ def alidns_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             "ALIDNS_ENDPOINT": emulator.endpoint,
         }
         yield Backend(env, read_txt)
+
+
+@contextlib.contextmanager
+def cloudflare_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    token = "conformance-cf-token-0123456789abcdef"
+    account = CloudflareAccount(zones=[ZONE.rstrip(".")], tokens=[CloudflareToken(token)])
+    with CloudflareEmulator([account]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        yield Backend({"CLOUDFLARE_DNS_API_TOKEN": token, "CLOUDFLARE_BASE_URL": emulator.base_url}, read_txt)
 
 
 HOOK = """#!{python}
@@ -116,6 +130,7 @@ def manual_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractContextManager[Backend]]] = {
     "alidns": alidns_backend,
+    "cloudflare": cloudflare_backend,
     "exec": exec_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,

@@ -52,6 +52,12 @@ GOOD_ENV: dict[str, Callable[[Path], dict[str, str]]] = {
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "round-trip-Secret-1234",
         "ALIBABA_CLOUD_SECURITY_TOKEN": "round-trip-Sts-Token-5678",
     },
+    "cloudflare": lambda _: {
+        "CLOUDFLARE_DNS_API_TOKEN": "round-trip-cf-dns-token-0123",
+        "CLOUDFLARE_ZONE_API_TOKEN": "round-trip-cf-zone-token-4567",
+        "CLOUDFLARE_EMAIL": "round-trip@example.com",
+        "CLOUDFLARE_API_KEY": "round-trip-cf-global-key-89ab",
+    },
     "exec": _exec_env,
     "manual": lambda _: {},
     "rfc2136": lambda _: {

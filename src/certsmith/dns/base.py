@@ -288,6 +288,7 @@ _BUILTINS: dict[str, str] = {
     "exec": "certsmith.dns.exec:ExecProvider",
     "manual": "certsmith.dns.manual:ManualProvider",
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
+    "cloudflare": "certsmith.dns.cloudflare:CloudflareProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
 }
 
