@@ -2,9 +2,11 @@
 :func:`certsmith.testing.conformance.check_provider` against a backend that runs here.
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
-emulator (``tests/support/alidns_emulator.py``), exec a hook script that keeps its
-records in a file, and manual is driven through a fake terminal whose "person" creates
-each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
+emulator (``tests/support/alidns_emulator.py``), cloudflare the Cloudflare API v4 emulator
+(``tests/support/cloudflare_emulator.py``), acme-dns its emulator (records at the CNAME
+targets; it cannot delete), exec a hook script that keeps its records in a
+file, and manual is driven through a fake terminal whose "person" creates each record the
+moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
 """
 
@@ -24,8 +26,10 @@ import pytest
 
 from certsmith.dns.base import builtin_providers, load_provider
 from certsmith.testing.conformance import check_provider
+from tests.support.acme_dns_emulator import AcmeDnsEmulator
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
+from tests.support.cloudflare_emulator import CloudflareAccount, CloudflareEmulator, CloudflareToken
 
 ZONE = "conformance.test."
 
@@ -36,6 +40,10 @@ class Backend:
 
     env: dict[str, str]
     read_txt: Callable[[str], Awaitable[set[str]]]
+    #: The two record names to use instead of ``_acme-challenge.<zone>`` and ``_acme-challenge.a.b.<zone>``.
+    names: tuple[str, str] | None = None
+    #: False for a backend that cannot delete records (acme-dns).
+    deletes: bool = True
 
 
 @contextlib.contextmanager
@@ -58,6 +66,35 @@ def alidns_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             "ALIDNS_ENDPOINT": emulator.endpoint,
         }
         yield Backend(env, read_txt)
+
+
+@contextlib.contextmanager
+def acme_dns_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """Both names already delegated: the accounts are registered and stored, and the provider
+    is called with their fulldomains, as the dns-01 solver does after following the CNAMEs."""
+    with AcmeDnsEmulator() as emulator:
+        apex, deep = emulator.register(), emulator.register()
+        storage = tmp_path / "acme-dns.json"
+        storage.write_text(json.dumps({ZONE.rstrip("."): apex, "a.b." + ZONE.rstrip("."): deep}))
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        env = {"ACME_DNS_API_BASE": emulator.api_base, "ACME_DNS_STORAGE_PATH": str(storage)}
+        names = (apex["fulldomain"] + ".", deep["fulldomain"] + ".")
+        yield Backend(env, read_txt, names=names, deletes=False)
+
+
+@contextlib.contextmanager
+def cloudflare_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    token = "conformance-cf-token-0123456789abcdef"
+    account = CloudflareAccount(zones=[ZONE.rstrip(".")], tokens=[CloudflareToken(token)])
+    with CloudflareEmulator([account]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        yield Backend({"CLOUDFLARE_DNS_API_TOKEN": token, "CLOUDFLARE_BASE_URL": emulator.base_url}, read_txt)
 
 
 HOOK = """#!{python}
@@ -106,8 +143,9 @@ def manual_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     async def read_txt(fqdn: str) -> set[str]:
         # The person creates what each prompt shows and deletes what cleanup releases, in order.
         records: set[tuple[str, str]] = set()
-        for match in sorted([*created.finditer(screen.getvalue()), *deletable.finditer(screen.getvalue())],
-                            key=lambda m: m.start()):
+        for match in sorted(
+            [*created.finditer(screen.getvalue()), *deletable.finditer(screen.getvalue())], key=lambda m: m.start()
+        ):
             (records.add if match.re is created else records.discard)((match[1], match[2]))
         return {value for name, value in records if name == fqdn}
 
@@ -115,7 +153,9 @@ def manual_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractContextManager[Backend]]] = {
+    "acme-dns": acme_dns_backend,
     "alidns": alidns_backend,
+    "cloudflare": cloudflare_backend,
     "exec": exec_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
@@ -133,7 +173,7 @@ def test_conformance(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
         async def run() -> None:
             try:
-                await check_provider(provider, ZONE, backend.read_txt)
+                await check_provider(provider, ZONE, backend.read_txt, names=backend.names, deletes=backend.deletes)
             finally:
                 await provider.aclose()
 

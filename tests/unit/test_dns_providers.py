@@ -47,10 +47,23 @@ def _exec_env(tmp: Path) -> dict[str, str]:
 
 #: For each built-in provider: a complete, valid environment (every secret set).
 GOOD_ENV: dict[str, Callable[[Path], dict[str, str]]] = {
+    "acme-dns": lambda tmp: {
+        "ACME_DNS_API_BASE": "https://auth.acme-dns.test",
+        "ACME_DNS_STORAGE_PATH": str(tmp / "acme-dns.json"),
+        "ACMEDNS_USERNAME": "c36f50e8-4632-44f0-83fe-e070fef28a10",
+        "ACMEDNS_PASSWORD": "round-trip-acme-dns-password-0123456789a",
+        "ACMEDNS_SUBDOMAIN": "8e5700ea-a4bf-41c7-8a77-e990661dcc6a",
+    },
     "alidns": lambda _: {
         "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tRoundTrip",
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "round-trip-Secret-1234",
         "ALIBABA_CLOUD_SECURITY_TOKEN": "round-trip-Sts-Token-5678",
+    },
+    "cloudflare": lambda _: {
+        "CLOUDFLARE_DNS_API_TOKEN": "round-trip-cf-dns-token-0123",
+        "CLOUDFLARE_ZONE_API_TOKEN": "round-trip-cf-zone-token-4567",
+        "CLOUDFLARE_EMAIL": "round-trip@example.com",
+        "CLOUDFLARE_API_KEY": "round-trip-cf-global-key-89ab",
     },
     "exec": _exec_env,
     "manual": lambda _: {},
@@ -115,7 +128,7 @@ def test_good_variables_build_the_provider(name: str, tmp_path: Path, built: lis
 def test_propagation_timeout_variable_overrides_the_default(
     name: str, tmp_path: Path, built: list[DnsProvider]
 ) -> None:
-    variable = f"{name.upper()}_PROPAGATION_TIMEOUT"
+    variable = f"{name.upper().replace('-', '_')}_PROPAGATION_TIMEOUT"
     if variable not in {var.name for var in provider_class(name).info.env}:
         pytest.skip(f"{name} has no {variable}")
     provider = load_provider(name, {**GOOD_ENV[name](tmp_path), variable: "42.5"})

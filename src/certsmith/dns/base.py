@@ -287,7 +287,9 @@ def is_ip_address(text: str, version: int | None = None) -> bool:
 _BUILTINS: dict[str, str] = {
     "exec": "certsmith.dns.exec:ExecProvider",
     "manual": "certsmith.dns.manual:ManualProvider",
+    "acme-dns": "certsmith.dns.acmedns:AcmeDnsProvider",
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
+    "cloudflare": "certsmith.dns.cloudflare:CloudflareProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
 }
 
