@@ -51,6 +51,7 @@ from certsmith.crypto import (
 from certsmith.deploy.hook import run_deploy_hook
 from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
+from certsmith.leftovers import StoreJournal, clean_leftovers
 from certsmith.policy import (
     Decision,
     ari_check_due,
@@ -143,7 +144,7 @@ class Manager:
         self._on_event = on_event
         self.accounts = Accounts(store, on_event=on_event, http=http)
         self.accounts.trust(directory_url, self.ca_bundle)
-        self.solvers = SolverPool(self.env)
+        self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings))
         self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:
@@ -240,6 +241,10 @@ class Manager:
                 if self.env.get(name):
                     public[name] = self.env[name]
         return tuple(sorted(public.items()))
+
+    async def clean_leftovers(self) -> list[str]:
+        """Remove the DNS records and web-root files that killed runs left behind (see :mod:`certsmith.leftovers`)."""
+        return await clean_leftovers(self.store, self.env, self.event)
 
     async def issue(self, request: CertificateRequest, *, force: bool = True) -> IssueResult:
         """Obtain a certificate for ``request`` and store it as its lineage.

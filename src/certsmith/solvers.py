@@ -8,11 +8,11 @@ same time share one propagation wait per order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from certsmith.challenges.base import ChallengeSolver
+from certsmith.challenges.base import ArtefactJournal, ChallengeSolver
 from certsmith.settings import ChallengeSettings
 
 
@@ -24,13 +24,18 @@ def _key(settings: ChallengeSettings) -> tuple[Any, ...]:
     return ("dns-01", settings.dns_provider, settings.dns_resolvers, settings.propagation_timeout, settings.dns_env)
 
 
-def make_solver(settings: ChallengeSettings, env: Mapping[str, str]) -> ChallengeSolver:
-    """A new solver for ``settings``; DNS provider variables come from ``env``, then the lineage's ``dns_env``."""
+def make_solver(
+    settings: ChallengeSettings, env: Mapping[str, str], journal: ArtefactJournal | None = None
+) -> ChallengeSolver:
+    """A new solver for ``settings``; DNS provider variables come from ``env``, then the lineage's ``dns_env``.
+
+    ``journal`` notes the DNS records and web-root files the solver creates (see :class:`ArtefactJournal`).
+    """
     if settings.challenge == "http-01":
         from certsmith.challenges.http01 import Http01Solver
 
         webroot = Path(settings.webroot) if settings.webroot else None
-        return Http01Solver(port=settings.http_port, host=settings.http_host, webroot=webroot)
+        return Http01Solver(port=settings.http_port, host=settings.http_host, webroot=webroot, journal=journal)
     if settings.challenge == "tls-alpn-01":
         from certsmith.challenges.tlsalpn01 import TlsAlpn01Solver
 
@@ -42,14 +47,17 @@ def make_solver(settings: ChallengeSettings, env: Mapping[str, str]) -> Challeng
     assert settings.dns_provider is not None
     provider = load_provider(settings.dns_provider, {**dict(settings.dns_env), **env})
     resolver = Resolver.from_cli(settings.dns_resolvers)
-    return Dns01Solver(provider, resolver, propagation_timeout=settings.propagation_timeout)
+    return Dns01Solver(provider, resolver, propagation_timeout=settings.propagation_timeout, journal=journal)
 
 
 class SolverPool:
     """Solvers by setting, created on first use and closed together."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, env: Mapping[str, str], journal: Callable[[ChallengeSettings], ArtefactJournal] | None = None
+    ) -> None:
         self.env = env
+        self._journal = journal
         self._solvers: dict[tuple[Any, ...], ChallengeSolver] = {}
         self._lock = asyncio.Lock()
 
@@ -58,7 +66,7 @@ class SolverPool:
             key = _key(settings)
             solver = self._solvers.get(key)
             if solver is None:
-                solver = make_solver(settings, self.env)
+                solver = make_solver(settings, self.env, self._journal(settings) if self._journal else None)
                 self._solvers[key] = solver
             return solver
 

@@ -405,3 +405,40 @@ def test_a_signal_during_propagation_removes_the_records(
     cleaned = sorted(c[1:] for c in calls if c[0] == "cleanup")
     assert len(presented) == 2 and presented == cleaned
     assert not (cli.state_dir / "certificates" / f"{signame.lower()}.example.com").exists()
+
+
+def test_records_left_by_a_killed_run_are_removed_by_the_next(registered_cli: Cli, tmp_path: Path) -> None:
+    """SIGKILL while waiting for DNS: nothing runs the cleanup, but the journal remembers; the
+    next run (here `certsmith cleanup`) deletes the records through the same provider."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import CERTSMITH
+
+    cli = registered_cli
+    log = tmp_path / "hook.log"
+    hook = write_challtestsrv_hook(tmp_path, "http://127.0.0.1:9", log, publish=False)  # records never appear
+    srv = cli.pebble.challtestsrv
+    assert srv is not None
+    process = subprocess.Popen(
+        [*CERTSMITH, *cli.global_args(), "issue", "-d", "killed.example.com", "-d", "*.killed.example.com",
+         "--dns", "exec", "--dns-resolver", srv.dns_address, "--propagation-timeout", "60"],
+        env=clean_env(EXEC_PATH=str(hook)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while len([c for c in hook_calls(log) if c[0] == "present"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert [c for c in hook_calls(log) if c[0] == "cleanup"] == []
+    assert len(list((cli.state_dir / "journal").glob("*.json"))) == 2
+
+    result = cli.run("--json", "cleanup", env=clean_env())  # EXEC_PATH was stored with the note
+    removed = json.loads(result.stdout)["removed"]
+    assert sorted(removed) == ["the TXT record _acme-challenge.killed.example.com."] * 2
+    presented = sorted(c[1:] for c in hook_calls(log) if c[0] == "present")
+    cleaned = sorted(c[1:] for c in hook_calls(log) if c[0] == "cleanup")
+    assert len(cleaned) == 2 and set(cleaned) <= set(presented)
+    assert list((cli.state_dir / "journal").glob("*.json")) == []
+    assert json.loads(cli.run("--json", "cleanup").stdout)["removed"] == []

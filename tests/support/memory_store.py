@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
+from typing import Any
 
 from certsmith._time import format_time, utc_now
 from certsmith.errors import LockedError, StorageError
@@ -25,6 +26,7 @@ class MemoryStore:
         self.states: dict[str, RenewalState] = {}
         self.damaged: set[str] = set()
         self.held: set[str] = set()
+        self.journal: dict[str, dict[str, Any]] = {}
 
     def location(self, name: str) -> str:
         return f"memory://{validate_lineage_name(name)}"
@@ -78,6 +80,15 @@ class MemoryStore:
 
     def save_state(self, name: str, state: RenewalState) -> None:
         self.states[name] = state
+
+    def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
+        self.journal[key] = dict(record)
+
+    def journal_remove(self, key: str) -> None:
+        self.journal.pop(key, None)
+
+    def journal_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        return list(self.journal.items())
 
     def delete_lineage(self, name: str) -> None:
         self.versions.pop(name, None)

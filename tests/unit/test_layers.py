@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "settings": 5,
     "accounts": 5,
     "solvers": 6,
+    "leftovers": 6,
     "manager": 7,
     "api": 8,
     "testing": 8,

@@ -206,3 +206,22 @@ def test_issue_keeps_a_valid_certificate_for_the_same_request(store: MemoryStore
 def test_a_missing_lineage_is_a_clear_error(store: MemoryStore) -> None:
     with pytest.raises(Exception, match=r"no certificate named 'nope\.test'"):
         run_renew(manager(store, ScriptedCa()), names=["nope.test"])
+
+
+def test_web_root_files_left_by_a_killed_run_are_removed_and_others_kept(tmp_path: Any) -> None:
+    store = MemoryStore()
+    directory = tmp_path / ".well-known" / "acme-challenge"
+    directory.mkdir(parents=True)
+    ours, theirs = directory / "tok1", directory / "tok2"
+    ours.write_text("tok1.thumb")
+    theirs.write_text("someone else's")
+    dead = {"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "settings": {}}
+    store.journal_add("a1", {"kind": "http-01", "path": str(ours), "content": "tok1.thumb", **dead})
+    store.journal_add("a2", {"kind": "http-01", "path": str(theirs), "content": "tok2.thumb", **dead})
+    store.journal_add("a3", {"kind": "http-01", "path": str(directory / "tok3"), "content": "x", "pid": 1,
+                             "host": "another-host"})
+    events: list[str] = []
+    removed = asyncio.run(manager(store, ScriptedCa(), events).clean_leftovers())
+    assert not ours.exists() and theirs.read_text() == "someone else's"  # changed since: not ours to delete
+    assert len(removed) == 2 and sorted(store.journal) == ["a3"]  # another host's run is its own business
+    assert any("left by an earlier run" in event for event in events)

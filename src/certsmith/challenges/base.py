@@ -92,6 +92,20 @@ class ChallengeJob:
         return hashlib.sha256(self.key_authorization.encode()).digest()
 
 
+class ArtefactJournal(Protocol):
+    """Where a solver notes what it creates outside this process (a TXT record, a web-root file)
+    before creating it, and forgets it once removed: a run killed with SIGKILL leaves the note,
+    and the next run cleans up through it."""
+
+    def created(self, artefact: dict[str, str]) -> None:
+        """``artefact`` is about to exist (``kind`` plus what identifies it)."""
+        ...
+
+    def removed(self, artefact: dict[str, str]) -> None:
+        """``artefact`` is gone."""
+        ...
+
+
 class ChallengeSolver(Protocol):
     """Provisions one challenge type."""
 

@@ -18,7 +18,7 @@ from typing import ClassVar, NamedTuple, TypeVar
 import dns.exception
 import dns.name
 
-from certsmith.challenges.base import ChallengeJob, check_supported, run_to_completion
+from certsmith.challenges.base import ArtefactJournal, ChallengeJob, check_supported, run_to_completion
 from certsmith.dns.base import DnsProvider
 from certsmith.dns.zone import Resolver, follow_cname, wait_for_txt
 from certsmith.errors import ChallengeError, DnsError
@@ -69,8 +69,10 @@ class Dns01Solver:
         resolver: Resolver | None = None,
         propagation_timeout: float | None = None,
         follow_cnames: bool = True,
+        journal: ArtefactJournal | None = None,
     ) -> None:
         self.provider = provider
+        self.journal = journal
         self.resolver = resolver if resolver is not None else Resolver()
         if propagation_timeout is None:
             propagation_timeout = provider.propagation_timeout
@@ -193,6 +195,9 @@ class Dns01Solver:
         Raises the provider's error (or a summary of several) once all calls ended.
         A cancelled call counts as maybe-created: it is not put in ``failed``.
         """
+        if self.journal is not None:
+            for record in records:
+                self.journal.created(_artefact(record))
         tasks = {asyncio.ensure_future(self.provider.present(*record)): record for record in records}
         try:
             await asyncio.wait(list(tasks))
@@ -212,6 +217,8 @@ class Dns01Solver:
             else:
                 failed.add(record)
                 errors.append((record, exc))
+                if self.journal is not None:  # the solver will not delete what the provider refused
+                    self.journal.removed(_artefact(record))
         if len(errors) == 1:
             raise errors[0][1]
         if errors:
@@ -232,3 +239,9 @@ class Dns01Solver:
                 )
             else:
                 log.info("deleted TXT %s %r", record.fqdn, record.value)
+                if self.journal is not None:
+                    self.journal.removed(_artefact(record))
+
+
+def _artefact(record: TxtRecord) -> dict[str, str]:
+    return {"kind": "dns-01", "fqdn": record.fqdn, "value": record.value}

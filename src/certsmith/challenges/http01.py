@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from certsmith.challenges.base import ChallengeJob, run_to_completion
+from certsmith.challenges.base import ArtefactJournal, ChallengeJob, run_to_completion
 from certsmith.challenges.serving import ActiveAnswers, ChallengeListener, check_jobs, is_valid_token
 from certsmith.errors import ChallengeError
 
@@ -91,7 +91,9 @@ class Http01Solver:
         webroot: Path | None = None,
         *,
         request_timeout: float = 10.0,
+        journal: ArtefactJournal | None = None,
     ) -> None:
+        self.journal = journal
         self.port = port
         self.host = host
         self.webroot = Path(webroot) if webroot is not None else None
@@ -228,6 +230,8 @@ class Http01Solver:
             os.chmod(path, 0o755)  # noqa: S103 -- the web server must read it, whatever the umask
         for token, key_authorization in items:
             final = directory / token
+            if self.journal is not None:
+                self.journal.created({"kind": "http-01", "path": str(final), "content": key_authorization})
             temporary = directory / f".{token}.certsmith-tmp"  # a token never contains a dot
             temporary.unlink(missing_ok=True)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -242,6 +246,8 @@ class Http01Solver:
         directory = self._challenge_dir()
         for token, _ in items:
             (directory / f".{token}.certsmith-tmp").unlink(missing_ok=True)
+            if self.journal is not None and token not in written:
+                self.journal.removed({"kind": "http-01", "path": str(directory / token)})
         self._remove_files(written, prune=prune)
 
     def _remove_files(self, tokens: Iterable[str], *, prune: bool) -> None:
@@ -253,6 +259,9 @@ class Http01Solver:
                 (directory / token).unlink(missing_ok=True)
             except OSError as exc:
                 error = error or exc
+            else:
+                if self.journal is not None:
+                    self.journal.removed({"kind": "http-01", "path": str(directory / token)})
         if prune:
             self._prune_dirs()
         if error is not None:

@@ -508,6 +508,7 @@ def issue(
         )
         async with ctx.manager() as manager:
             request = await manager.preflight(request)  # nothing is registered or ordered before this passes
+            await manager.clean_leftovers()
             await manager.accounts.ensure(
                 manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos,
                 eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
@@ -569,6 +570,7 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
 
             await asyncio.sleep(jitter_delay(jitter, random.SystemRandom()))
         async with ctx.manager() as manager:
+            await manager.clean_leftovers()
             narrowed = manager.directory_url if ctx.directory else None
             outcomes = await manager.renew(_lineage_names(names), force=force, directory_url=narrowed)
             return [outcome.to_json() for outcome in outcomes]
@@ -589,6 +591,23 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
     _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
+
+
+@main.command()
+@pass_ctx
+def cleanup(ctx: Context) -> None:
+    """Remove DNS records and web-root files that a killed certsmith run left behind.
+
+    issue and renew do this on their own first; the provider's secrets must be in the
+    environment or the env file, as for renew.
+    """
+
+    async def run() -> list[str]:
+        async with ctx.manager() as manager:
+            return await manager.clean_leftovers()
+
+    removed = _run(ctx, run)
+    ctx.emit({"ok": True, "removed": removed}, lambda: click.echo(f"removed {len(removed)} leftover(s)"))
 
 
 @main.command()

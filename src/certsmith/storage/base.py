@@ -313,6 +313,22 @@ class Store(Protocol):
         """Remove certificate ``name`` and every version of it; the caller holds its lock."""
         ...
 
+    def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
+        """Note a challenge artefact (a DNS record, a web-root file) before it is created.
+
+        ``key`` is a short id of letters and digits; ``record`` a JSON object. A run killed
+        before its cleanup leaves the note behind, and the next run removes the artefact.
+        """
+        ...
+
+    def journal_remove(self, key: str) -> None:
+        """Forget the note ``key`` once its artefact is gone (no error when it is unknown)."""
+        ...
+
+    def journal_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every note, oldest first; unreadable ones are skipped (and left for a person to see)."""
+        ...
+
     def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:
         """Hold certificate ``name`` exclusively; ``LockedError`` after ``wait`` seconds."""
         ...

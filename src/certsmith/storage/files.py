@@ -46,7 +46,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,12 @@ _STAGING_PREFIX = ".staging-"
 _DELETED_PREFIX = ".deleted-"
 _LOCK_POLL = 0.05
 _WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
+
+
+def _journal_key(key: str) -> str:
+    if not (0 < len(key) <= 64 and key.isascii() and key.isalnum()):
+        raise ConfigError(f"invalid journal key {key!r}")
+    return key
 
 
 def _rmtree(path: str | Path, *, ignore_errors: bool = False) -> None:
@@ -498,6 +504,34 @@ class FileStore:
             atomic_write(directory / _STATE_FILE, data.encode(), 0o600)
         except OSError as exc:
             raise StorageError(f"cannot save the renewal state of {name!r}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
+        directory = self.root / "journal"
+        self._ensure_dir(directory)
+        data = json.dumps(dict(record), sort_keys=True).encode()
+        atomic_write(directory / f"{_journal_key(key)}.json", data, 0o600)
+
+    def journal_remove(self, key: str) -> None:
+        path = self.root / "journal" / f"{_journal_key(key)}.json"
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    def journal_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        directory = self.root / "journal"
+        if not directory.is_dir():
+            return []
+        self._check_dir(directory)
+        entries: list[tuple[float, str, dict[str, Any]]] = []
+        for path in directory.glob("*.json"):
+            try:
+                record = json.loads(path.read_bytes())
+                entries.append((path.stat().st_mtime, path.stem, record))
+            except (OSError, ValueError):
+                log.warning("skipping the unreadable journal entry %s", path)
+                continue
+        return [(key, record) for _, key, record in sorted(entries, key=lambda e: e[0]) if isinstance(record, dict)]
 
     def delete_lineage(self, name: str) -> None:
         """Move the lineage out of sight in one rename, then remove it (a crash leaves only a hidden leftover)."""
