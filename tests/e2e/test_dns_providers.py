@@ -2,7 +2,8 @@
 :func:`certsmith.testing.conformance.check_provider` against a backend that runs here.
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
-emulator (``tests/support/alidns_emulator.py``), exec a hook script that keeps its
+emulator (``tests/support/alidns_emulator.py``), route53 moto's Route 53 server behind
+``tests/support/route53_front.py``, exec a hook script that keeps its
 records in a file, and manual is driven through a fake terminal whose "person" creates
 each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
@@ -26,6 +27,7 @@ from certsmith.dns.base import builtin_providers, load_provider
 from certsmith.testing.conformance import check_provider
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
+from tests.support.route53_front import AwsUser, Route53Front
 
 ZONE = "conformance.test."
 
@@ -58,6 +60,18 @@ def alidns_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             "ALIDNS_ENDPOINT": emulator.endpoint,
         }
         yield Backend(env, read_txt)
+
+
+@contextlib.contextmanager
+def route53_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    user = AwsUser("AKIACONFORMANCECERTS", "conformance-Secret-0123")
+    with Route53Front([user]) as aws:
+        aws.create_zone(ZONE)
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(aws.txt_values(fqdn))
+
+        yield Backend(aws.env(user), read_txt)
 
 
 HOOK = """#!{python}
@@ -119,6 +133,7 @@ BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractCont
     "exec": exec_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
+    "route53": route53_backend,
 }
 
 

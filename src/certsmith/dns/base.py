@@ -289,6 +289,7 @@ _BUILTINS: dict[str, str] = {
     "manual": "certsmith.dns.manual:ManualProvider",
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
+    "route53": "certsmith.dns.route53:Route53Provider",
 }
 
 ENTRY_POINT_GROUP = "certsmith.dns_providers"
