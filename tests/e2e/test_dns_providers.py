@@ -3,7 +3,8 @@
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
 emulator (``tests/support/alidns_emulator.py``), route53 moto's Route 53 server behind
-``tests/support/route53_front.py``, exec a hook script that keeps its
+``tests/support/route53_front.py``, tencentcloud the DNSPod emulator
+(``tests/support/tencentcloud_emulator.py``), exec a hook script that keeps its
 records in a file, and manual is driven through a fake terminal whose "person" creates
 each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
@@ -28,6 +29,7 @@ from certsmith.testing.conformance import check_provider
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
 from tests.support.route53_front import AwsUser, Route53Front
+from tests.support.tencentcloud_emulator import TencentAccount, TencentCloudEmulator
 
 ZONE = "conformance.test."
 
@@ -72,6 +74,22 @@ def route53_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
             return set(aws.txt_values(fqdn))
 
         yield Backend(aws.env(user), read_txt)
+
+
+@contextlib.contextmanager
+def tencentcloud_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    secret_id, secret_key = "AKIDConformance", "conformance-Key-0123"
+    with TencentCloudEmulator([TencentAccount(secret_id, secret_key, domains=(ZONE.rstrip("."),))]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        env = {
+            "TENCENTCLOUD_SECRET_ID": secret_id,
+            "TENCENTCLOUD_SECRET_KEY": secret_key,
+            "TENCENTCLOUD_ENDPOINT": emulator.endpoint,
+        }
+        yield Backend(env, read_txt)
 
 
 HOOK = """#!{python}
@@ -134,6 +152,7 @@ BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractCont
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
     "route53": route53_backend,
+    "tencentcloud": tencentcloud_backend,
 }
 
 
