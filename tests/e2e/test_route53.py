@@ -57,7 +57,9 @@ def aws(front: Route53Front) -> Route53Front:
 
 
 def provider_for(env: Mapping[str, str]) -> Route53Provider:
-    return Route53Provider(Route53Config.from_env(env), retry_delay=0.01, max_retry_delay=0.05)
+    return Route53Provider(
+        Route53Config.from_env(env), retry_delay=0.01, max_retry_delay=0.05, change_poll_interval=0.01
+    )
 
 
 def run_with(env: Mapping[str, str], scenario: Callable[[Route53Provider], Awaitable[None]]) -> None:
@@ -213,10 +215,16 @@ def test_session_token(aws: Route53Front) -> None:
     assert "(InvalidClientTokenId)" in error_of(env)
 
 
-@pytest.mark.parametrize(
-    "missing", ["route53:ListHostedZonesByName", "route53:ListResourceRecordSets", "route53:ChangeResourceRecordSets"]
-)
+def test_a_pending_change_is_followed_until_insync(aws: Route53Front) -> None:
+    aws.pending_changes = True
+    present(aws.env())
+    assert aws.txt_values(NAME) == [TOKEN]
+    assert aws.calls("GetChange") == 1
+
+
+@pytest.mark.parametrize("missing", sorted(ALL_ACTIONS))
 def test_a_missing_permission_is_named(aws: Route53Front, missing: str) -> None:
+    aws.pending_changes = True  # so that GetChange is called too
     user = limited(ALL_ACTIONS - {missing})
     aws.users[user.access_key_id] = user
     message = error_of(aws.env(user))

@@ -107,6 +107,9 @@ class Route53Front:
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=30)
         self.moto: Any = None
+        #: When true, ChangeResourceRecordSets answers say PENDING (as AWS does at first), so
+        #: clients must follow the change with GetChange; moto itself reports INSYNC at once.
+        self.pending_changes = False
         #: The zones created through :meth:`create_zone`: name -> ID (the latest of a name).
         self.zones: dict[str, str] = {}
 
@@ -160,6 +163,7 @@ class Route53Front:
             self.requests.clear()
             self._faults.clear()
             self.zones.clear()
+            self.pending_changes = False
             for fqdn in list(self._published):
                 if self.on_change is not None:
                     self.on_change(fqdn, [])
@@ -256,14 +260,17 @@ class Route53Front:
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")}
         answer = self._http.request(handler.command, self.moto_url + handler.path, content=body, headers=headers)
+        content = answer.content
         if operation == "ChangeResourceRecordSets" and answer.status_code == 200:
             self._publish()
+            if self.pending_changes:
+                content = content.replace(b"<Status>INSYNC</Status>", b"<Status>PENDING</Status>")
         code = None
         if answer.status_code >= 400:
             match = re.search(rb"<Code>([^<]+)</Code>", answer.content)
             code = match.group(1).decode() if match else f"HTTP{answer.status_code}"
         self.requests.append(Seen(operation, handler.command, handler.path, answer.status_code, code, body))
-        self._send(handler, answer.status_code, answer.content, answer.headers.get("content-type", "text/xml"))
+        self._send(handler, answer.status_code, content, answer.headers.get("content-type", "text/xml"))
 
     def _check(
         self, handler: BaseHTTPRequestHandler, operation: str, body: bytes
