@@ -63,8 +63,11 @@ def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]
 
 # Variables that would let a developer's own settings leak into a test: certsmith's, the DNS
 # providers', and the TLS trust overrides.
-_LEAKY_PREFIXES = ("CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_",
-                   "CLOUDFLARE_", "CF_", "ACME_DNS_", "ACMEDNS_")
+_LEAKY_PREFIXES = (
+    "CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_",
+    "CLOUDFLARE_", "CF_", "ACME_DNS_", "ACMEDNS_",
+    "AWS_", "ROUTE53_", "TENCENTCLOUD_", "Tencent_",
+)  # fmt: skip
 _LEAKY_NAMES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 

@@ -4,7 +4,9 @@
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
 emulator (``tests/support/alidns_emulator.py``), cloudflare the Cloudflare API v4 emulator
 (``tests/support/cloudflare_emulator.py``), acme-dns its emulator (records at the CNAME
-targets; it cannot delete), exec a hook script that keeps its records in a
+targets; it cannot delete), route53 moto's Route 53 server behind
+``tests/support/route53_front.py``, tencentcloud the DNSPod emulator
+(``tests/support/tencentcloud_emulator.py``), exec a hook script that keeps its records in a
 file, and manual is driven through a fake terminal whose "person" creates each record the
 moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
@@ -30,6 +32,8 @@ from tests.support.acme_dns_emulator import AcmeDnsEmulator
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
 from tests.support.cloudflare_emulator import CloudflareAccount, CloudflareEmulator, CloudflareToken
+from tests.support.route53_front import AwsUser, Route53Front
+from tests.support.tencentcloud_emulator import TencentAccount, TencentCloudEmulator
 
 ZONE = "conformance.test."
 
@@ -112,6 +116,48 @@ with open({state!r}, "a+") as f:
 
 
 @contextlib.contextmanager
+def route53_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    user = AwsUser("AKIACONFORMANCECERTS", "conformance-Secret-0123")
+    with Route53Front([user]) as aws:
+        aws.create_zone(ZONE)
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(aws.txt_values(fqdn))
+
+        yield Backend(aws.env(user), read_txt)
+
+
+@contextlib.contextmanager
+def tencentcloud_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    secret_id, secret_key = "AKIDConformance", "conformance-Key-0123"
+    with TencentCloudEmulator([TencentAccount(secret_id, secret_key, domains=(ZONE.rstrip("."),))]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        env = {
+            "TENCENTCLOUD_SECRET_ID": secret_id,
+            "TENCENTCLOUD_SECRET_KEY": secret_key,
+            "TENCENTCLOUD_ENDPOINT": emulator.endpoint,
+        }
+        yield Backend(env, read_txt)
+
+
+HOOK = """#!{python}
+import fcntl, json, sys
+action, fqdn, value = sys.argv[1:]
+with open({state!r}, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    records = set(map(tuple, json.loads(f.read() or "[]")))
+    (records.add if action == "present" else records.discard)((fqdn, value))
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(sorted(records)))
+"""
+
+
+@contextlib.contextmanager
 def exec_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     state = tmp_path / "records.json"
     hook = tmp_path / "dns-hook"
@@ -159,6 +205,8 @@ BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractCont
     "exec": exec_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
+    "route53": route53_backend,
+    "tencentcloud": tencentcloud_backend,
 }
 
 

@@ -72,6 +72,16 @@ GOOD_ENV: dict[str, Callable[[Path], dict[str, str]]] = {
         "RFC2136_TSIG_KEY": "certsmith.",
         "RFC2136_TSIG_SECRET": TSIG_SECRET,
     },
+    "route53": lambda _: {
+        "AWS_ACCESS_KEY_ID": "AKIAROUNDTRIPCERTSMI",
+        "AWS_SECRET_ACCESS_KEY": "round-trip-Aws-Secret-1234",
+        "AWS_SESSION_TOKEN": "round-trip-Aws-Session-5678",
+    },
+    "tencentcloud": lambda _: {
+        "TENCENTCLOUD_SECRET_ID": "AKIDRoundTrip",
+        "TENCENTCLOUD_SECRET_KEY": "round-trip-Tencent-Key-1234",
+        "TENCENTCLOUD_SESSION_TOKEN": "round-trip-Tencent-Token-5678",
+    },
 }
 
 

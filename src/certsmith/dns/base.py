@@ -291,6 +291,8 @@ _BUILTINS: dict[str, str] = {
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
     "cloudflare": "certsmith.dns.cloudflare:CloudflareProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
+    "route53": "certsmith.dns.route53:Route53Provider",
+    "tencentcloud": "certsmith.dns.tencentcloud:TencentCloudProvider",
 }
 
 ENTRY_POINT_GROUP = "certsmith.dns_providers"
