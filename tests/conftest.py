@@ -63,7 +63,9 @@ def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]
 
 # Variables that would let a developer's own settings leak into a test: certsmith's, the DNS
 # providers', and the TLS trust overrides.
-_LEAKY_PREFIXES = ("CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_")
+_LEAKY_PREFIXES = (
+    "CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_", "HUAWEICLOUD_", "LEXICON_",
+)
 _LEAKY_NAMES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 

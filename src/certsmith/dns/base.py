@@ -288,6 +288,7 @@ _BUILTINS: dict[str, str] = {
     "exec": "certsmith.dns.exec:ExecProvider",
     "manual": "certsmith.dns.manual:ManualProvider",
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
+    "huaweicloud": "certsmith.dns.huaweicloud:HuaweiCloudProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
 }
 
