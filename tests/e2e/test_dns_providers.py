@@ -2,7 +2,7 @@
 :func:`certsmith.testing.conformance.check_provider` against a backend that runs here.
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
-emulator (``tests/support/alidns_emulator.py``), exec a hook script that keeps its
+emulator (``tests/support/alidns_emulator.py``), huaweicloud the Huawei Cloud DNS emulator, exec a hook script that keeps its
 records in a file, and manual is driven through a fake terminal whose "person" creates
 each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
@@ -26,6 +26,7 @@ from certsmith.dns.base import builtin_providers, load_provider
 from certsmith.testing.conformance import check_provider
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
+from tests.support.huaweicloud_emulator import HuaweiAccount, HuaweiCloudEmulator
 
 ZONE = "conformance.test."
 
@@ -56,6 +57,23 @@ def alidns_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             "ALIBABA_CLOUD_ACCESS_KEY_ID": key_id,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": secret,
             "ALIDNS_ENDPOINT": emulator.endpoint,
+        }
+        yield Backend(env, read_txt)
+
+
+@contextlib.contextmanager
+def huaweicloud_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    ak, sk = "HPUAConformance", "conformance-Sk-0123"
+    with HuaweiCloudEmulator([HuaweiAccount(ak, sk, zones=[ZONE])]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        env = {
+            "HUAWEICLOUD_ACCESS_KEY_ID": ak,
+            "HUAWEICLOUD_SECRET_ACCESS_KEY": sk,
+            "HUAWEICLOUD_REGION": "ap-southeast-1",
+            "HUAWEICLOUD_ENDPOINT": emulator.endpoint,
         }
         yield Backend(env, read_txt)
 
@@ -117,6 +135,7 @@ def manual_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractContextManager[Backend]]] = {
     "alidns": alidns_backend,
     "exec": exec_backend,
+    "huaweicloud": huaweicloud_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
 }
