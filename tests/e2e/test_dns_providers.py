@@ -2,9 +2,10 @@
 :func:`certsmith.testing.conformance.check_provider` against a backend that runs here.
 
 rfc2136 updates a real BIND 9 (``tests/support/bind.py``), alidns the Alibaba Cloud DNS
-emulator (``tests/support/alidns_emulator.py``), huaweicloud the Huawei Cloud DNS emulator, exec a hook script that keeps its
-records in a file, and manual is driven through a fake terminal whose "person" creates
-each record the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
+emulator (``tests/support/alidns_emulator.py``), huaweicloud the Huawei Cloud DNS emulator
+(``tests/support/huaweicloud_emulator.py``), exec a hook script that keeps its records in a
+file, and manual is driven through a fake terminal whose "person" creates each record
+the moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
 """
 

@@ -138,6 +138,7 @@ class HuaweiCloudEmulator:
         self._sets: dict[str, _RecordSet] = {}
         self._on_change = on_change
         self._failures: list[tuple[int, str, str, bool]] = []
+        self._race: tuple[str, str] | None = None
         self.requests: list[LoggedRequest] = []
         self.clock_offset = timedelta(0)
         for account in accounts:
@@ -210,6 +211,11 @@ class HuaweiCloudEmulator:
         """Answer the next ``times`` requests with this error (after authentication)."""
         with self._lock:
             self._failures.extend([(status, code, message, gateway)] * times)
+
+    def race_after_next_list(self, fqdn: str, value: str) -> None:
+        """Right after answering the next record-set list, add ``value`` at ``fqdn`` as another
+        client would: the caller's view is stale, so its create meets ``DNS.0312``."""
+        self._race = (fqdn, value)
 
     def calls(self, method: str, status: int | None = None) -> int:
         return sum(1 for r in self.requests if r.method == method and (status is None or r.status == status))
@@ -379,6 +385,10 @@ class HuaweiCloudEmulator:
             sets = [rs for rs in sets if rs.type == query["type"].upper()]
         offset, limit = _page(query)
         items = [rs.as_api(self.endpoint, account.project_id) for rs in sets]
+        if self._race is not None:
+            fqdn, value = self._race
+            self._race = None
+            self.add_txt(fqdn, value)
         return {
             "links": {"self": f"{self.endpoint}/v2/zones/{zone.id}/recordsets"},
             "recordsets": items[offset : offset + limit],
