@@ -50,7 +50,10 @@ GLOBAL_ENV = (
 
 
 def _lexicon_path() -> Path | None:
-    spec = importlib.util.find_spec("lexicon")
+    try:
+        spec = importlib.util.find_spec("lexicon")
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
@@ -165,6 +168,35 @@ class LexiconConfig:
         )
 
 
+def _resolver(settings: Mapping[str, Any], provider: str, options: Mapping[str, str]) -> Any:
+    """A lexicon ``ConfigResolver`` that resolves like lexicon's own CLI (one flat namespace).
+
+    Lexicon's CLI answers ``lexicon:<provider>:<option>`` and ``lexicon:<option>`` from the
+    same argparse namespace, and some providers rely on it (``ddns`` reads the zone as
+    ``lexicon:ddns:domain``). So a provider-scoped key that is not one of the provider's
+    options falls back to the global key, asked of the whole resolver -- where the Client
+    puts the zone it worked out.
+    """
+    from lexicon.config import ConfigResolver, ConfigSource
+
+    resolver_class: Any = ConfigResolver  # its __init__ is not annotated
+    resolver = resolver_class()
+
+    class FlatSource(ConfigSource):
+        def resolve(self, config_key: str) -> Any:
+            parts = config_key.split(":")
+            if len(parts) == 3 and parts[1] == provider:
+                if parts[2] in options:
+                    return options[parts[2]]
+                return resolver.resolve(f"lexicon:{parts[2]}")
+            if len(parts) == 2:
+                return settings.get(parts[1])
+            return None
+
+    resolver.with_config_source(FlatSource())
+    return resolver
+
+
 class LexiconProvider:
     """Base of the classes :func:`lexicon_provider_class` makes; ``lexicon_name`` picks the provider."""
 
@@ -221,22 +253,16 @@ class LexiconProvider:
 
     def _call(self, action: str, name: str, value: str) -> None:
         from lexicon.client import Client
-        from lexicon.config import ConfigResolver
 
         # tldextract (lexicon's zone guess) tries to download the public suffix list and logs a
         # traceback when it cannot; its bundled snapshot is used then, so keep that quiet.
         logging.getLogger("tldextract").setLevel(logging.CRITICAL)
-        settings: dict[str, Any] = {
-            "provider_name": self.config.provider,
-            "domain": name,
-            self.config.provider: dict(self.config.options),
-        }
+        settings: dict[str, Any] = {"provider_name": self.config.provider, "domain": name}
         if self.config.ttl is not None:
             settings["ttl"] = self.config.ttl
         if self.config.delegated:
             settings["delegated"] = self.config.delegated
-        resolver_class: Any = ConfigResolver  # lexicon's config module is not typed
-        with Client(resolver_class().with_dict(settings)) as operations:
+        with Client(_resolver(settings, self.config.provider, self.config.options)) as operations:
             if action == "create":
                 ok = operations.create_record("TXT", name, value)
             else:
