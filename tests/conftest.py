@@ -66,7 +66,7 @@ def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]
 _LEAKY_PREFIXES = (
     "CERTSMITH_", "ALIBABA_CLOUD_", "ALICLOUD_", "ALIDNS_", "Ali_", "RFC2136_", "EXEC_",
     "CLOUDFLARE_", "CF_", "ACME_DNS_", "ACMEDNS_",
-    "AWS_", "ROUTE53_", "TENCENTCLOUD_", "Tencent_",
+    "AWS_", "ROUTE53_", "TENCENTCLOUD_", "Tencent_", "HUAWEICLOUD_", "LEXICON_",
 )  # fmt: skip
 _LEAKY_NAMES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 

@@ -6,7 +6,8 @@ emulator (``tests/support/alidns_emulator.py``), cloudflare the Cloudflare API v
 (``tests/support/cloudflare_emulator.py``), acme-dns its emulator (records at the CNAME
 targets; it cannot delete), route53 moto's Route 53 server behind
 ``tests/support/route53_front.py``, tencentcloud the DNSPod emulator
-(``tests/support/tencentcloud_emulator.py``), exec a hook script that keeps its records in a
+(``tests/support/tencentcloud_emulator.py``), huaweicloud the Huawei Cloud DNS emulator
+(``tests/support/huaweicloud_emulator.py``), exec a hook script that keeps its records in a
 file, and manual is driven through a fake terminal whose "person" creates each record the
 moment it is asked to. A new provider needs an entry in ``BACKENDS``.
 Deeper, provider-specific checks stay in test_rfc2136.py, test_alidns_*.py and test_dns01.py.
@@ -32,6 +33,7 @@ from tests.support.acme_dns_emulator import AcmeDnsEmulator
 from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 from tests.support.bind import BindServer
 from tests.support.cloudflare_emulator import CloudflareAccount, CloudflareEmulator, CloudflareToken
+from tests.support.huaweicloud_emulator import HuaweiAccount, HuaweiCloudEmulator
 from tests.support.route53_front import AwsUser, Route53Front
 from tests.support.tencentcloud_emulator import TencentAccount, TencentCloudEmulator
 
@@ -158,6 +160,23 @@ with open({state!r}, "a+") as f:
 
 
 @contextlib.contextmanager
+def huaweicloud_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    ak, sk = "HPUAConformance", "conformance-Sk-0123"
+    with HuaweiCloudEmulator([HuaweiAccount(ak, sk, zones=[ZONE])]) as emulator:
+
+        async def read_txt(fqdn: str) -> set[str]:
+            return set(emulator.txt_values(fqdn))
+
+        env = {
+            "HUAWEICLOUD_ACCESS_KEY_ID": ak,
+            "HUAWEICLOUD_SECRET_ACCESS_KEY": sk,
+            "HUAWEICLOUD_REGION": "ap-southeast-1",
+            "HUAWEICLOUD_ENDPOINT": emulator.endpoint,
+        }
+        yield Backend(env, read_txt)
+
+
+@contextlib.contextmanager
 def exec_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     state = tmp_path / "records.json"
     hook = tmp_path / "dns-hook"
@@ -203,6 +222,7 @@ BACKENDS: dict[str, Callable[[Path, pytest.MonkeyPatch], contextlib.AbstractCont
     "alidns": alidns_backend,
     "cloudflare": cloudflare_backend,
     "exec": exec_backend,
+    "huaweicloud": huaweicloud_backend,
     "manual": manual_backend,
     "rfc2136": rfc2136_backend,
     "route53": route53_backend,

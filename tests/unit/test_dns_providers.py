@@ -66,6 +66,11 @@ GOOD_ENV: dict[str, Callable[[Path], dict[str, str]]] = {
         "CLOUDFLARE_API_KEY": "round-trip-cf-global-key-89ab",
     },
     "exec": _exec_env,
+    "huaweicloud": lambda _: {
+        "HUAWEICLOUD_ACCESS_KEY_ID": "HPUARoundTrip",
+        "HUAWEICLOUD_SECRET_ACCESS_KEY": "round-trip-Sk-1234",
+        "HUAWEICLOUD_REGION": "ap-southeast-1",
+    },
     "manual": lambda _: {},
     "rfc2136": lambda _: {
         "RFC2136_NAMESERVER": "127.0.0.1:5353",

@@ -742,12 +742,24 @@ def dns() -> None:
 
 @dns.command("list")
 @click.option("--markdown", is_flag=True, help="Print the providers as Markdown tables (the README's section).")
+@click.option("--lexicon", "with_lexicon", is_flag=True, help="Also list every dns-lexicon provider with its options.")
 @pass_ctx
-def dns_list(ctx: Context, markdown: bool) -> None:
+def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
     """Every DNS provider with its environment variables and an example."""
     from certsmith.dns.base import available_providers, provider_class
+    from certsmith.dns.lexicon_bridge import INSTALL_HINT, PREFIX, lexicon_installed, lexicon_provider_names
+    from certsmith.errors import ConfigError
 
     infos = [provider_class(name).info for name in available_providers()]
+    lexicon_names = lexicon_provider_names()
+    if with_lexicon:
+        if not lexicon_installed():
+            raise ConfigError(f"dns-lexicon is not installed: {INSTALL_HINT}")
+        for name in lexicon_names:
+            try:
+                infos.append(provider_class(PREFIX + name).info)
+            except ConfigError:  # a provider whose own extra (e.g. boto3 for route53) is not installed
+                continue
     if markdown:
         from certsmith.dns.docs import providers_markdown
 
@@ -775,6 +787,7 @@ def dns_list(ctx: Context, markdown: bool) -> None:
                 "links": list(info.links),
             }
         )
+    lexicon_summary = {"installed": lexicon_installed(), "providers": len(lexicon_names)}
 
     def human() -> None:
         for provider in providers:
@@ -789,8 +802,15 @@ def dns_list(ctx: Context, markdown: bool) -> None:
                 for line in provider["example"].splitlines():
                     click.echo(f"    {line}")
             click.echo()
+        if lexicon_names and not with_lexicon:
+            click.echo(
+                click.style("lexicon:<provider>", bold=True)
+                + f" — {len(lexicon_names)} providers via dns-lexicon (certsmith dns list --lexicon shows them)"
+            )
+        elif not lexicon_names:
+            click.echo(f"lexicon:<provider> — about 90 more providers with dns-lexicon: {INSTALL_HINT}")
 
-    ctx.emit({"ok": True, "providers": providers}, human)
+    ctx.emit({"ok": True, "providers": providers, "lexicon": lexicon_summary}, human)
 
 
 main.add_command(schedule)

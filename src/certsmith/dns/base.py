@@ -6,7 +6,11 @@ CNAMEs, waiting for propagation -- belongs to :mod:`certsmith.challenges.dns01` 
 :mod:`certsmith.dns.zone`, so a new provider stays small.
 
 Built-in providers are listed in ``_BUILTINS`` and imported only when used; third
-parties register theirs under the ``certsmith.dns_providers`` entry-point group.
+parties register theirs under the ``certsmith.dns_providers`` entry-point group (the
+entry point's name is the provider's name, its value ``module:Class``). A name
+``lexicon:<provider>`` is routed to :mod:`certsmith.dns.lexicon_bridge`, which drives
+that dns-lexicon provider; those names are not part of :func:`available_providers`
+(``certsmith dns list --lexicon`` shows them).
 
 The recipe
 ----------
@@ -290,12 +294,15 @@ _BUILTINS: dict[str, str] = {
     "acme-dns": "certsmith.dns.acmedns:AcmeDnsProvider",
     "alidns": "certsmith.dns.alidns:AlidnsProvider",
     "cloudflare": "certsmith.dns.cloudflare:CloudflareProvider",
+    "huaweicloud": "certsmith.dns.huaweicloud:HuaweiCloudProvider",
     "rfc2136": "certsmith.dns.rfc2136:Rfc2136Provider",
     "route53": "certsmith.dns.route53:Route53Provider",
     "tencentcloud": "certsmith.dns.tencentcloud:TencentCloudProvider",
 }
 
 ENTRY_POINT_GROUP = "certsmith.dns_providers"
+#: ``lexicon:<provider>`` names a dns-lexicon provider (see :mod:`certsmith.dns.lexicon_bridge`).
+LEXICON_PREFIX = "lexicon:"
 
 
 def _entry_points() -> dict[str, str]:
@@ -329,11 +336,18 @@ def _importable(target: str) -> bool:
 
 
 def provider_class(name: str) -> type[DnsProvider]:
-    """The provider class registered as ``name``; imported on first use."""
+    """The provider class registered as ``name``; imported on first use.
+
+    ``lexicon:<provider>`` gives a class made for that dns-lexicon provider.
+    """
+    if name.startswith(LEXICON_PREFIX):
+        from certsmith.dns.lexicon_bridge import lexicon_provider_class
+
+        return lexicon_provider_class(name[len(LEXICON_PREFIX) :])
     target = _all_targets().get(name)
     if target is None:
         known = ", ".join(available_providers())
-        raise ConfigError(f"unknown DNS provider {name!r}; available: {known}")
+        raise ConfigError(f"unknown DNS provider {name!r}; available: {known}, or lexicon:<provider> (dns-lexicon)")
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
     cls: type[DnsProvider] = getattr(module, attr)
