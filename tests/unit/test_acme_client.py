@@ -334,3 +334,32 @@ def test_resources_tolerate_unknown_fields_statuses_and_challenge_types() -> Non
         {"status": "archived", "identifiers": [], "authorizations": [], "finalize": f"{BASE}/f", "new": 1},
     )
     assert order.status == OrderStatus.UNKNOWN
+
+
+def test_a_gzipped_answer_is_read_once_and_an_oversized_one_refused() -> None:
+    import gzip
+
+    from certsmith.acme.client import MAX_RESPONSE_BYTES
+    from certsmith.acme.errors import UnexpectedResponse
+
+    directory = {"newNonce": f"{BASE}/n", "newAccount": f"{BASE}/a", "newOrder": f"{BASE}/o"}
+    answers = {
+        "gzip": lambda: httpx.Response(200, headers={"Content-Encoding": "gzip"},
+                                       content=gzip.compress(json.dumps(directory).encode())),
+        "huge": lambda: httpx.Response(200, content=b"{" + b" " * (MAX_RESPONSE_BYTES + 10) + b"}"),
+        "bomb": lambda: httpx.Response(200, headers={"Content-Encoding": "gzip"},
+                                       content=gzip.compress(b" " * (MAX_RESPONSE_BYTES * 4))),
+    }
+
+    def fetch(kind: str) -> Any:
+        async def run() -> Any:
+            http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answers[kind]()))
+            async with AcmeClient(f"{BASE}/dir", generate_key(), http=http) as client:
+                return await client.directory()
+
+        return asyncio.run(run())
+
+    assert fetch("gzip").new_order == f"{BASE}/o"
+    for kind in ("huge", "bomb"):
+        with pytest.raises(UnexpectedResponse, match="bytes"):
+            fetch(kind)

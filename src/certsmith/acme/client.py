@@ -328,7 +328,7 @@ class AcmeClient:
             wire.log_request(number, method, url, content)
         self._in_flight += 1
         try:
-            response = await self._http.request(method, url, content=content, headers=headers)
+            response = await self._bounded(method, url, content, headers)
         except httpx.HTTPError as exc:
             error = _transport_error(exc, method, url, self.ca_bundle, self.timeout)
             if on_wire:
@@ -345,6 +345,36 @@ class AcmeClient:
         else:
             log.debug("%s %s -> %s", method, url, response.status_code)
         return response
+
+    async def _bounded(
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str] | None
+    ) -> httpx.Response:
+        """The response with its body read, refusing a body larger than :data:`MAX_RESPONSE_BYTES`.
+
+        No ACME answer is more than a few kilobytes (a certificate chain included); a CA that
+        sends megabytes is broken or hostile, and reading it all would only cost memory.
+        """
+        request = self._http.build_request(method, url, content=content, headers=headers)
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise UnexpectedResponse(f"{method} {url} answered with {int(declared)} bytes; refusing more than "
+                                         f"{MAX_RESPONSE_BYTES}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise UnexpectedResponse(f"{method} {url} answered with more than {MAX_RESPONSE_BYTES} bytes")
+        finally:
+            await response.aclose()
+        kept = httpx.Headers(response.headers)
+        for decoded in ("content-encoding", "content-length"):  # the body above is already decoded
+            kept.pop(decoded, None)
+        return httpx.Response(
+            response.status_code, headers=kept, content=bytes(body), request=request,
+            extensions=response.extensions,
+        )
 
     async def _send_idempotent(self, method: str, url: str) -> httpx.Response:
         """A GET or HEAD, tried again after resets, time-outs and 5xx/429 answers (see :class:`RetryPolicy`)."""
@@ -835,6 +865,8 @@ class AcmeClient:
 
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The largest ACME response read (a chain of a few certificates is ~10 KB).
+MAX_RESPONSE_BYTES = 1 << 20
 #: Alternate chains looked at for ``preferred_chain``; a CA offering hundreds gets no more requests.
 MAX_ALTERNATE_CHAINS = 10
 

@@ -133,6 +133,17 @@ def _run(ctx: Context, coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(ctx, "interrupted", status=130)
     except _Signalled as exc:
         _fail(ctx, f"stopped by {exc.name}", status=128 + exc.signum)
+    except Exception as exc:
+        _unexpected(ctx, exc)
+
+
+def _unexpected(ctx: Context, exc: Exception) -> NoReturn:
+    """The last resort for a bug or an input nothing anticipated: one line; the traceback with -vv."""
+    import logging
+
+    logging.getLogger("certsmith").debug("unexpected error", exc_info=exc)
+    hint = "" if ctx.verbosity >= 2 else "; run with -vv for the details"
+    _fail(ctx, f"unexpected error ({type(exc).__name__}: {exc}){hint}")
 
 
 class _Signalled(Exception):
@@ -194,6 +205,8 @@ def _call(ctx: Context, function: Callable[[], T]) -> T:
         _fail(ctx, str(exc), advice=advice(exc))
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", status=130)
+    except Exception as exc:
+        _unexpected(ctx, exc)
 
 
 def _exit(status: int) -> NoReturn:
