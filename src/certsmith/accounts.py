@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from certsmith._constants import DEFAULT_KEY_TYPE
 from certsmith._time import format_time, utc_now
 from certsmith.acme.client import AcmeClient, DirectoryCache
+from certsmith.acme.errors import AccountDoesNotExist
 from certsmith.acme.resources import Directory
 from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
@@ -106,6 +107,8 @@ class Accounts:
         async with self._lock:
             client = self._clients.get(directory_url)
             if client is None:
+                if self.store.load_pending_account_key(directory_url) is not None:
+                    await self._finish_rollover(directory_url, ca_bundle)
                 account = self._usable(directory_url)
                 key = load_private_key(account.key_pem, "the stored account key")
                 client = AcmeClient(
@@ -118,6 +121,34 @@ class Accounts:
                 )
                 self._clients[directory_url] = client
             return client
+
+    async def _finish_rollover(self, directory_url: str, ca_bundle: str | None) -> None:
+        """A key rollover was cut short: keep whichever key the CA now has, the old or the staged one."""
+        async with self.store.account_lock(directory_url, wait=60.0):
+            staged = self.store.load_pending_account_key(directory_url)
+            stored = self.store.load_account(directory_url)
+            if staged is None or stored is None:
+                return
+            bundle = self._bundle(directory_url, ca_bundle)
+            for key_pem in (stored.key_pem, staged):
+                key = load_private_key(key_pem, "an account key")
+                async with AcmeClient(directory_url, key, ca_bundle=bundle, http=self._http,
+                                      directory_cache=self.directory_cache) as probe:
+                    try:
+                        account = await probe.lookup_account()
+                    except AccountDoesNotExist:
+                        continue
+                if account.url == stored.url:
+                    if key_pem is staged:
+                        self.store.save_account(replace(stored, key_pem=staged))
+                        self._event("account", "finished an interrupted key rollover: the CA has the new key")
+                    self.store.save_pending_account_key(directory_url, None)
+                    return
+            raise AccountError(
+                f"an interrupted key rollover left two keys for {directory_url} and the CA knows neither",
+                directory_url=directory_url,
+                reason="not-valid",
+            )
 
     async def directory(self, directory_url: str, ca_bundle: str | None = None) -> Directory:
         """The CA's directory, through the account's client, or an anonymous one when there is no account yet."""
@@ -242,10 +273,13 @@ class Accounts:
         async with self.store.account_lock(directory_url, wait=60.0):
             stored = self._usable(directory_url)
             new_key = await asyncio.to_thread(generate_key, key_type or key_type_of(client.account_key))
+            new_pem = private_key_pem(new_key)
             self.store.archive_account_key(directory_url)
+            self.store.save_pending_account_key(directory_url, new_pem)  # staged before the CA hears of it
             await client.change_key(new_key)
-            updated = replace(stored, key_pem=private_key_pem(new_key))
+            updated = replace(stored, key_pem=new_pem)
             self.store.save_account(updated)
+            self.store.save_pending_account_key(directory_url, None)
         self._event("account", "account key rolled over")
         return updated
 

@@ -85,3 +85,34 @@ def test_a_locked_lineage_is_refused_or_waited_for(registered_cli: Cli) -> None:
     holder.join()
     assert waited.returncode == 0
     assert (cli.state_dir / "certificates" / "locked.example.com" / "fullchain.pem").exists()
+
+
+@pytest.mark.parametrize("ca_has_the_new_key", [True, False])
+def test_an_interrupted_key_rollover_is_finished_by_the_next_run(registered_cli: Cli, ca_has_the_new_key: bool) -> None:
+    import asyncio
+
+    from certsmith.acme.client import AcmeClient
+    from certsmith.crypto import generate_key, load_private_key, private_key_pem
+    from certsmith.storage.files import FileStore
+
+    cli = registered_cli
+    store = FileStore(cli.state_dir)
+    directory_url = cli.pebble.directory_url
+    stored = store.load_account(directory_url)
+    assert stored is not None
+    new_key = generate_key("ec256")
+    store.save_pending_account_key(directory_url, private_key_pem(new_key))  # staged, then the process died...
+
+    async def change_key_at_the_ca() -> None:  # ...after (or before) the CA switched to the new key
+        old = load_private_key(stored.key_pem)
+        async with AcmeClient(directory_url, old, account_url=stored.url, ca_bundle=cli.pebble.ca_bundle) as client:
+            await client.change_key(new_key)
+
+    if ca_has_the_new_key:
+        asyncio.run(change_key_at_the_ca())
+    result = cli.run("issue", "-d", f"rollover-{ca_has_the_new_key}.example.com".lower(), *cli.http_args())
+    assert ("interrupted key rollover" in result.stderr) is ca_has_the_new_key
+    now = store.load_account(directory_url)
+    assert now is not None and now.url == stored.url
+    assert (now.key_pem == private_key_pem(new_key)) is ca_has_the_new_key
+    assert store.load_pending_account_key(directory_url) is None

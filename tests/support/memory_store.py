@@ -27,6 +27,7 @@ class MemoryStore:
         self.damaged: set[str] = set()
         self.held: set[str] = set()
         self.journal: dict[str, dict[str, Any]] = {}
+        self.pending_keys: dict[str, bytes] = {}
 
     def location(self, name: str) -> str:
         return f"memory://{validate_lineage_name(name)}"
@@ -80,6 +81,15 @@ class MemoryStore:
 
     def save_state(self, name: str, state: RenewalState) -> None:
         self.states[name] = state
+
+    def save_pending_account_key(self, directory_url: str, key_pem: bytes | None) -> None:
+        if key_pem is None:
+            self.pending_keys.pop(directory_url, None)
+        else:
+            self.pending_keys[directory_url] = key_pem
+
+    def load_pending_account_key(self, directory_url: str) -> bytes | None:
+        return self.pending_keys.get(directory_url)
 
     def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
         self.journal[key] = dict(record)

@@ -313,6 +313,18 @@ class Store(Protocol):
         """Remove certificate ``name`` and every version of it; the caller holds its lock."""
         ...
 
+    def save_pending_account_key(self, directory_url: str, key_pem: bytes | None) -> None:
+        """Stage (``key_pem``) or drop (``None``) the new key of a key rollover in progress.
+
+        Staged before the CA hears of it, committed by :meth:`save_account` after: a crash at
+        any point leaves one key the CA accepts, the old or the staged one.
+        """
+        ...
+
+    def load_pending_account_key(self, directory_url: str) -> bytes | None:
+        """The staged key of an unfinished rollover, or ``None``."""
+        ...
+
     def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
         """Note a challenge artefact (a DNS record, a web-root file) before it is created.
 

@@ -355,6 +355,20 @@ class FileStore:
             counter += 1
         atomic_write(target, key_pem, 0o600)
 
+    def save_pending_account_key(self, directory_url: str, key_pem: bytes | None) -> None:
+        path = self.account_dir(directory_url) / "account.key.pending"
+        if key_pem is None:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot remove {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+            return
+        self._ensure_dir(path.parent)
+        atomic_write(path, key_pem, 0o600)
+
+    def load_pending_account_key(self, directory_url: str) -> bytes | None:
+        return self._read(self.account_dir(directory_url) / "account.key.pending", "staged account key")
+
     def account_lock(self, directory_url: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the account of ``directory_url`` across processes (see :meth:`alock`)."""
         return self._alock(self.account_lock_path(directory_url), f"the account for {directory_url}", wait)
