@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from certsmith._http import json_object
+from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError
@@ -88,6 +89,27 @@ ENV = (
     ),
     EnvVar("ALIDNS_SIGNATURE_VERSION", "Request signature: 3 (ACS3-HMAC-SHA256) or 1 (HMAC-SHA1)", default="3"),
 )
+
+
+#: Listings read at most this many pages: an answer that never ends is a broken endpoint.
+_MAX_PAGES = 50
+
+
+def _number(result: Mapping[str, Any], key: str, action: str) -> int:
+    """``result[key]`` as a count (absent: 0); :class:`AlidnsError` for a malformed answer."""
+    value = result.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise AlidnsError(f"Alidns answered {action} with a malformed {key} ({clean(repr(value), 40)})",
+                          action=action, code=None)
+    return min(int(value), 10**9)
+
+
+def _record_id(result: Mapping[str, Any], action: str) -> str:
+    value = result.get("RecordId")
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+        raise AlidnsError(f"Alidns answered {action} without a usable RecordId ({clean(repr(value), 40)})",
+                          action=action, code=None)
+    return str(value)
 
 
 class AlidnsError(DnsError):
@@ -483,8 +505,8 @@ class AlidnsProvider:
             result = await self._call("DescribeDomains", {"PageNumber": str(page), "PageSize": "100"})
             domains = _items(result, "Domains", "Domain")
             zones.extend(zone_from_api(d) for d in domains)
-            total = int(result.get("TotalCount", 0))
-            if not domains or len(zones) >= total or page >= 1000:
+            total = _number(result, "TotalCount", "DescribeDomains")
+            if not domains or len(zones) >= total or page >= _MAX_PAGES:
                 return zones
             page += 1
 
@@ -519,14 +541,14 @@ class AlidnsProvider:
                 raise
             log.info("alidns: no permission for DescribeDomainInfo; using TTL %d as configured", self.config.ttl)
             return None
-        return int(info["MinTtl"]) if "MinTtl" in info else None
+        return _number(info, "MinTtl", "DescribeDomainInfo") if "MinTtl" in info else None
 
     async def _add(self, zone: Zone, rr: str, value: str, ttl: int) -> str:
         params = {"DomainName": zone.name, "RR": rr, "Type": "TXT", "Value": value, "TTL": str(ttl)}
         for _ in range(2):
             try:
                 result = await self._call("AddDomainRecord", params)
-                return str(result["RecordId"])
+                return _record_id(result, "AddDomainRecord")
             except AlidnsError as exc:
                 if exc.code == "DomainRecordDuplicate":
                     record_id = await self._find(zone, rr, value)
@@ -568,9 +590,15 @@ class AlidnsProvider:
                     and str(record.get("Type", "")).upper() == "TXT"
                     and str(record.get("Value", "")) in (value, f'"{value}"')
                 ):
-                    return str(record["RecordId"])
-            if not records or page * 500 >= int(result.get("TotalCount", 0)):
+                    return _record_id(record, "DescribeDomainRecords")
+            if not records or page * 500 >= _number(result, "TotalCount", "DescribeDomainRecords"):
                 return None
+            if page >= _MAX_PAGES:
+                raise AlidnsError(
+                    f"Alidns listed more than {_MAX_PAGES} pages of TXT {rr} records in {zone.name}; giving up",
+                    action="DescribeDomainRecords",
+                    code=None,
+                )
             page += 1
 
     # -- the wire --
