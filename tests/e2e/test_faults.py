@@ -194,6 +194,18 @@ def _problem(detail: str) -> bytes:
     ids=["escapes-and-a-megabyte", "file-and-http-urls", "absurd-retry-after", "deep-json", "markup-and-bad-types"],
 )
 def test_a_hostile_answer_is_one_clean_line(faulty: ProxiedCli, fault: Fault, expected: str) -> None:
+    _hostile(faulty, fault, expected)
+
+
+def test_an_absurdly_long_chain_is_refused(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    pem = faulty.proxy.ca_path.read_bytes()
+    fault = Fault("^/certZ/", "respond", status=200, headers={"Content-Type": "application/pem-certificate-chain"},
+                  body=pem * 20)
+    _hostile(faulty, fault, "a chain of 20 certificates")
+
+
+def _hostile(faulty: ProxiedCli, fault: Fault, expected: str) -> None:
     assert faulty.proxy is not None
     fault.times = 10
     faulty.proxy.add(fault)

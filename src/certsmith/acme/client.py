@@ -338,7 +338,7 @@ class AcmeClient:
             self._in_flight -= 1
             self._nonce_arrived.set()
         nonce = response.headers.get("replay-nonce")
-        if nonce and _NONCE.match(nonce):
+        if nonce and len(nonce) <= _MAX_NONCE and _NONCE.match(nonce):
             self._nonces.append(nonce)
         if on_wire:
             wire.log_response(number, method, url, response)
@@ -810,6 +810,11 @@ class AcmeClient:
             certs = split_pem_chain(response.content)
         except ValueError as exc:
             raise UnexpectedResponse(f"the certificate at {url} is unusable: {exc}") from None
+        if len(certs) > MAX_CHAIN_LENGTH:
+            raise UnexpectedResponse(
+                f"the certificate at {url} comes with a chain of {len(certs)} certificates; at most "
+                f"{MAX_CHAIN_LENGTH} are accepted"
+            )
         alternates = [target for target, rel in parse_links(response.headers, url) if rel == "alternate"]
         pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
         return CertificateChain(url=url, pem=pem, top_issuer=issuer_common_name(certs[-1])), alternates
@@ -867,6 +872,9 @@ class AcmeClient:
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: The largest ACME response read (a chain of a few certificates is ~10 KB).
 MAX_RESPONSE_BYTES = 1 << 20
+#: Certificates in one chain (a leaf, its intermediates and perhaps a cross-signed root).
+MAX_CHAIN_LENGTH = 10
+_MAX_NONCE = 512
 #: Alternate chains looked at for ``preferred_chain``; a CA offering hundreds gets no more requests.
 MAX_ALTERNATE_CHAINS = 10
 
