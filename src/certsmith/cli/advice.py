@@ -22,8 +22,8 @@ REGISTER = "register an account first: certsmith account register --email you@ex
 CHECK_DIRECTORY = "check --directory: it must be the URL of the CA's ACME directory or a CA name from certsmith --help"
 
 _ACCOUNT_ADVICE = {
-    "missing": "run 'certsmith account register --email you@example.com --agree-tos', "
-    "or add --email and --agree-tos to this command",
+    "missing": "run 'certsmith account register --email you@example.com --agree-tos' "
+    "(issue also registers one when given --email and --agree-tos)",
     "not-valid": "register a new account with 'certsmith account register'",
     "terms-not-agreed": "add --agree-tos to accept them",
     "eab-required": EAB_FLAGS,
