@@ -205,6 +205,18 @@ def test_an_absurdly_long_chain_is_refused(faulty: ProxiedCli) -> None:
     _hostile(faulty, fault, "a chain of 20 certificates")
 
 
+def test_hundreds_of_alternate_chains_cost_at_most_ten_requests(faulty: ProxiedCli) -> None:
+    assert faulty.proxy is not None
+    links = [("Link", f'<{faulty.proxy.base_url}/certZ/alt{i}>;rel="alternate"') for i in range(500)]
+    faulty.proxy.add(Fault("^/certZ/[^/]+$", "forward-add-headers", extra_headers=links))
+    mark = faulty.pebble.log_mark()
+    result = faulty.run("issue", "-d", "alternates.example.com", "--preferred-chain", "No Such Root",
+                        *faulty.http_args())
+    assert "Traceback" not in result.stderr
+    assert len(faulty.proxy.requests("^/certZ/")) == 1 + 10
+    _one_order_one_certificate(faulty, mark)
+
+
 def _hostile(faulty: ProxiedCli, fault: Fault, expected: str) -> None:
     assert faulty.proxy is not None
     fault.times = 10

@@ -11,7 +11,8 @@ and returns Pebble's answer, unless a :class:`Fault` matches the request:
   reset -- the response is lost;
 * ``forward-then-status``: Pebble processes it, the client gets ``status`` instead;
 * ``delay``: the answer comes ``delay`` seconds late (past the client's timeout);
-* ``respond``: a hostile answer instead of Pebble's (``status``, ``headers``, ``body``).
+* ``respond``: a hostile answer instead of Pebble's (``status``, ``headers``, ``body``);
+* ``forward-add-headers``: Pebble's answer with ``extra_headers`` (name, value pairs) added.
 
 It runs its own event loop in a thread, so a test can drive the CLI in a subprocess or the
 library in its own loop while faults are added and the log is read.
@@ -47,6 +48,7 @@ class Fault:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
     times: int = 1
     skip: int = 0
     hits: int = field(default=0, init=False)
@@ -166,6 +168,11 @@ class FaultProxy:
                 status = _status_of(response)
                 if action == "forward-then-reset":
                     _reset(writer)
+                elif action == "forward-add-headers":
+                    assert fault is not None
+                    head, _, rest = response.partition(b"\r\n\r\n")
+                    added = "".join(f"\r\n{name}: {value}" for name, value in fault.extra_headers).encode("latin-1")
+                    await _answer(writer, head + added + b"\r\n\r\n" + rest)
                 elif action == "forward-then-status":
                     assert fault is not None
                     status = fault.status

@@ -828,7 +828,11 @@ class AcmeClient:
         if not preferred_chain or _chain_matches(default, preferred_chain):
             return default
         for alternate_url in alternates[:MAX_ALTERNATE_CHAINS]:
-            chain, _ = await self.download_chain(alternate_url)
+            try:
+                chain, _ = await self.download_chain(alternate_url)
+            except (ProblemError, UnexpectedResponse) as exc:  # a broken alternate: the default chain still stands
+                log.warning("skipping the alternate chain %s: %s", clean(alternate_url, 200), exc)
+                continue
             if _chain_matches(chain, preferred_chain):
                 return chain
         log.warning("no chain issued by %r is offered; using the default chain", preferred_chain)
