@@ -5,7 +5,8 @@ Lexicon's ddns provider always talks to port 53, so BIND listens on 127.0.0.1:53
 binds only addresses an interface has, so another 127.x address is not an option); a
 Pebble that resolves through that BIND validates the challenges, so the whole path a user
 takes -- ``certsmith issue --dns lexicon:ddns`` -- is exercised, apex and wildcard.
-(Issuance through ``lexicon:cloudflare`` waits for the Cloudflare emulator.)
+Issuance through ``lexicon:cloudflare`` and ``lexicon:route53`` against the emulators is in
+``test_lexicon_emulators.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 from certsmith.testing.conformance import check_provider
 from certsmith.testing.pebble import PebbleServer
 from tests.conftest import CERTSMITH, Cli, clean_env
-from tests.e2e.helpers import san_names, verify_chain
+from tests.e2e.helpers import san_names, tree_snapshot, verify_chain
 from tests.support.bind import BindError, BindServer
 
 ZONE = "example.com."  # a public suffix lexicon's zone guess (tldextract) gets right offline
@@ -118,12 +119,15 @@ def test_without_lexicon_the_install_hint_is_given(tmp_path: Path) -> None:
         "sys.meta_path.insert(0, _Block())\n"
     )
     env = clean_env(PYTHONPATH=os.pathsep.join([str(stub), os.environ.get("PYTHONPATH", "")]))
+    state = tmp_path / "state"
     result = subprocess.run(
-        [*CERTSMITH, "issue", "-d", "example.com", "--dns", "lexicon:cloudflare"],
+        [*CERTSMITH, "--state-dir", str(state), "issue", "-d", "example.com", "--dns", "lexicon:cloudflare"],
         capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode != 0
     assert "pip install 'certsmith[lexicon]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert tree_snapshot(state) == {}  # refused before anything was written
     listed = subprocess.run(
         [*CERTSMITH, "dns", "list"], capture_output=True, text=True, env=env, timeout=60, check=True
     )

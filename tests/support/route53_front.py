@@ -11,6 +11,8 @@ what AWS does at the door:
   session token ``InvalidClientTokenId`` -- each as AWS's XML error document;
 * enforces each user's IAM actions (``AccessDenied``, 403, naming the action the way
   IAM does);
+* refuses a record set that lists a value twice (``InvalidChangeBatch``, ``Duplicate
+  Resource Record``), as AWS does and moto does not;
 * injects throttling (``Throttling``, ``PriorRequestNotComplete``) on request;
 * after every accepted ``ChangeResourceRecordSets`` mirrors the zone's TXT records to
   ``on_change(fqdn, values)`` -- e.g. ``pebble-challtestsrv`` -- so Pebble can validate.
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import boto3
@@ -46,6 +49,7 @@ from botocore.credentials import Credentials
 from moto.server import ThreadedMotoServer
 
 LOOPBACK = "127.0.0.1"
+_NS = "https://route53.amazonaws.com/doc/2013-04-01/"
 OnChange = Callable[[str, list[str]], None]
 
 _OPERATIONS = (
@@ -246,6 +250,8 @@ class Route53Front:
             "Unknown",
         )
         error = self._check(handler, operation, body)
+        if error is None and operation == "ChangeResourceRecordSets":
+            error = _duplicate_records(body)
         if error is None:
             with self._lock:
                 queue = self._faults.get(operation) or self._faults.get("*")
@@ -339,6 +345,21 @@ class Route53Front:
         handler.send_header("x-amzn-requestid", str(uuid.uuid4()))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def _duplicate_records(body: bytes) -> tuple[int, str, str] | None:
+    """AWS refuses a record set that lists one value twice (moto accepts it)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return None  # moto answers malformed XML itself
+    duplicates = []
+    for record_set in root.iter(f"{{{_NS}}}ResourceRecordSet"):
+        values = [v.text or "" for v in record_set.iter(f"{{{_NS}}}Value")]
+        duplicates += [v for i, v in enumerate(values) if v in values[:i]]
+    if not duplicates:
+        return None
+    return 400, "InvalidChangeBatch", "[" + ", ".join(f"Duplicate Resource Record: '{v}'" for v in duplicates) + "]"
 
 
 def _error_xml(code: str, message: str) -> bytes:

@@ -19,7 +19,11 @@ Lexicon's client is synchronous: each create/delete runs lexicon's ``Client`` in
 ``asyncio.to_thread``, one call at a time per provider instance (lexicon providers keep
 state and often read-modify-write a name's records). ``cleanup`` deletes exactly the
 value ``present`` created, by content. Anything lexicon raises becomes a one-line
-:class:`DnsError` that names the provider's options still unset.
+:class:`DnsError` that names the provider's options still unset (and quotes the API's
+answer when the exception carries one). Some providers log the cause and answer
+``False`` (``route53`` on ``AccessDenied``): while the bridge calls lexicon, lexicon's
+log records are relayed to this module's logger, tracebacks at DEBUG only, and the last
+error logged becomes the reason of the :class:`DnsError`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import importlib.util
 import logging
 import pkgutil
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -106,9 +112,7 @@ def lexicon_provider_class(provider: str) -> type[LexiconProvider]:
     if provider not in names:
         close = [n for n in names if n.startswith(provider[:3])] if provider else []
         hint = f" (did you mean {', '.join(PREFIX + n for n in close)}?)" if close else ""
-        raise ConfigError(
-            f"unknown lexicon provider {provider!r}{hint}; see: certsmith dns list --lexicon"
-        )
+        raise ConfigError(f"unknown lexicon provider {provider!r}{hint}; see: certsmith dns list --lexicon")
     from lexicon._private.discovery import load_provider_module  # lexicon's own CLI loads providers this way
 
     try:
@@ -166,6 +170,57 @@ class LexiconConfig:
             delegated=values.get("LEXICON_DELEGATED", "").strip().rstrip(".") or None,
             propagation_timeout=optional_seconds(values, "LEXICON_PROPAGATION_TIMEOUT"),
         )
+
+
+class _LogRelay(logging.Handler):
+    """Takes lexicon's log records while a bridge call runs (``propagate`` off meanwhile).
+
+    Records of a thread inside :meth:`capture` are relayed one line each -- errors are
+    collected for the caller and logged at DEBUG with their traceback, warnings stay
+    warnings; records of other threads pass through at their own level.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._local = threading.local()
+        self._guard = threading.Lock()
+        self._users = 0
+        self._propagate = True
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        source = logging.getLogger("lexicon")
+        with self._guard:
+            if self._users == 0:
+                self._propagate = source.propagate
+                source.addHandler(self)
+                source.propagate = False
+            self._users += 1
+        errors: list[str] = []
+        self._local.errors = errors
+        try:
+            yield errors
+        finally:
+            self._local.errors = None
+            with self._guard:
+                self._users -= 1
+                if self._users == 0:
+                    source.removeHandler(self)
+                    source.propagate = self._propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        errors: list[str] | None = getattr(self._local, "errors", None)
+        message = " ".join(record.getMessage().split())
+        if errors is None:
+            log.log(record.levelno, "%s: %s", record.name, message, exc_info=record.exc_info)
+        elif record.levelno >= logging.ERROR:
+            errors.append(message)
+            log.debug("%s: %s", record.name, message, exc_info=record.exc_info)
+        else:
+            log.log(min(record.levelno, logging.WARNING), "%s: %s", record.name, message)
+
+
+_RELAY = _LogRelay()
 
 
 def _resolver(settings: Mapping[str, Any], provider: str, options: Mapping[str, str]) -> Any:
@@ -262,17 +317,24 @@ class LexiconProvider:
             settings["ttl"] = self.config.ttl
         if self.config.delegated:
             settings["delegated"] = self.config.delegated
-        with Client(_resolver(settings, self.config.provider, self.config.options)) as operations:
+        resolver = _resolver(settings, self.config.provider, self.config.options)
+        with _RELAY.capture() as errors, Client(resolver) as operations:
             if action == "create":
                 ok = operations.create_record("TXT", name, value)
             else:
                 ok = operations.delete_record(None, "TXT", name, value)
         if ok is False:
-            raise DnsError(f"{self.info.name}: lexicon could not {action} TXT {name} = {value} (it answered False)")
+            why = errors[-1][:300] if errors else "lexicon answered False without a reason"
+            raise DnsError(f"{self.info.name}: could not {action} TXT {name}: {why}")
+        for error in errors:  # logged by lexicon, yet the record was written
+            log.warning("%s: lexicon reported: %s", self.info.name, error[:300])
 
     def _describe(self, action: str, name: str, exc: Exception) -> str:
         text = " ".join(str(exc).split())[:300] or "no message"
         message = f"{self.info.name}: could not {action} TXT {name}: {type(exc).__name__}: {text}"
+        body = getattr(getattr(exc, "response", None), "text", None)  # requests' HTTPError keeps the answer
+        if isinstance(body, str) and body.strip():
+            message += f" -- the API answered: {' '.join(body.split())[:200]}"
         if self.config.unset:
             message += f"; options not set: {', '.join(self.config.unset)}"
         return message
