@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Self
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
@@ -164,9 +165,11 @@ def test_password_from_file_and_modes(tmp_path: Path) -> None:
     assert target.config.password == PASSWORD.encode()
     assert PASSWORD not in repr(target.config)
     assert target.config.key_mode == 0o640  # a group was given, so it may read the key
-    assert load_target(parse_deploy_spec("files:key=/k"), {}).config.key_mode == 0o600  # type: ignore[attr-defined]
+    private = load_target(parse_deploy_spec("files:key=/k"), {})
     opened = load_target(parse_deploy_spec("files:key=/k,cert=/c,mode=0666"), {})
-    assert opened.config.key_mode == 0o640 and opened.config.mode == 0o666  # type: ignore[attr-defined]
+    assert isinstance(private, FilesTarget) and isinstance(opened, FilesTarget)
+    assert private.config.key_mode == 0o600
+    assert opened.config.key_mode == 0o640 and opened.config.mode == 0o666
 
 
 def test_stored_settings_keep_options_never_secrets() -> None:
@@ -252,7 +255,7 @@ def test_pkcs12_opens_and_is_kept_when_unchanged(tmp_path: Path, legacy: bool) -
     key, cert, extra = pkcs12.load_key_and_certificates(data, PASSWORD.encode())
     assert cert == x509.load_pem_x509_certificate(files.cert_pem)
     assert extra == x509.load_pem_x509_certificates(files.chain_pem)
-    assert key is not None and private_key_pem(key) == files.key_pem  # type: ignore[arg-type]
+    assert isinstance(key, rsa.RSAPrivateKey) and private_key_pem(key) == files.key_pem
     assert stat.S_IMODE((tmp_path / "a.p12").stat().st_mode) == 0o600
     with pytest.raises(ValueError):
         pkcs12.load_key_and_certificates(data, b"wrong")

@@ -235,8 +235,9 @@ class DeploySpec:
 
     @property
     def key(self) -> str:
-        """The name its stored state goes by: target and options, so two ``files`` targets differ."""
-        return self.text
+        """The name its stored state goes by: target and sorted options, so two ``files`` targets differ
+        and the options' order (stored settings are sorted) does not matter."""
+        return DeploySpec(self.target, tuple(sorted(self.options))).text
 
     @property
     def text(self) -> str:
