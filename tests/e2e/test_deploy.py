@@ -7,11 +7,15 @@ import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+import certsmith
+from certsmith.settings import ChallengeSettings
+from certsmith.testing.pebble import PebbleServer
 from tests.conftest import Cli, clean_env
 
 PASSWORD = "p12 pass, with comma"
@@ -173,3 +177,21 @@ def test_deploy_of_an_unknown_lineage_or_one_without_targets(registered_cli: Cli
     assert {"name": "CERTSMITH_PKCS12_PASSWORD", "secret": True}.items() <= files["env"][0].items()
     assert {o["name"] for o in files["options"]} >= {"cert", "chain", "fullchain", "key", "der", "pkcs12", "owner",
                                                       "group", "mode", "legacy"}
+
+
+def test_library_issue_with_deploy_targets(pebble: PebbleServer, tmp_path: Path) -> None:
+    from certsmith.errors import ConfigError
+
+    common: dict[str, Any] = {
+        "state_dir": tmp_path / "state", "directory": pebble.directory_url, "ca_bundle": pebble.ca_bundle,
+        "email": ["lib@example.com"], "agree_tos": True, "challenge": ChallengeSettings(http_port=pebble.http_port),
+    }
+    mark = pebble.log_mark()
+    with pytest.raises(ConfigError, match="needs at least one of cert"):
+        certsmith.issue(["libdeploy.example.com"], deploy=["files:mode=0600"], **common)
+    assert pebble.request_count("newAccount", mark) == 0 and pebble.orders_created(mark) == []
+    result = certsmith.issue(["libdeploy.example.com"], deploy=[f"files:fullchain={tmp_path}/full.pem"], **common)
+    assert result.deploy_error is None
+    [files] = result.deployed
+    assert files.changed == (f"wrote {tmp_path}/full.pem",)
+    assert (tmp_path / "full.pem").read_bytes() == (result.directory / "fullchain.pem").read_bytes()

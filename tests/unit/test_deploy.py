@@ -32,7 +32,7 @@ from certsmith.deploy.files import FilesTarget
 from certsmith.deploy.runner import run_targets
 from certsmith.errors import ConfigError, DeployError
 from certsmith.settings import CertificateRequest
-from certsmith.storage.base import CertificateFiles, LineageMeta
+from certsmith.storage.base import CertificateFiles, LineageMeta, Store
 from tests.support.memory_store import MemoryStore
 
 PASSWORD = "s3cret pass"
@@ -361,7 +361,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
     return Recorder
 
 
-def stored_lineage(store: MemoryStore, files: CertificateFiles) -> LineageMeta:
+def stored_lineage(store: Store, files: CertificateFiles) -> LineageMeta:
     meta = LineageMeta(
         name="a.test", names=("a.test",), key_type="ec256", directory_url="https://ca.test/dir", settings={},
         not_before="2026-01-01T00:00:00Z", not_after="2026-04-01T00:00:00Z", serial="3e8", issuer="x", version=0,
@@ -412,3 +412,17 @@ def test_unknown_stored_target_fails_alone(recorder: type[Recorder]) -> None:
     results = run(run_targets(store, (DeploySpec("gone"), DeploySpec("recorder")), meta, {}))
     assert results[0].error is not None and "unknown deploy target 'gone'" in results[0].error
     assert results[1].changed == ("uploaded",)
+
+
+def test_file_store_keeps_deploy_state(tmp_path: Path) -> None:
+    from certsmith.storage.files import FileStore
+
+    store = FileStore(tmp_path / "state")
+    meta = stored_lineage(store, make_files())
+    assert store.load_deploy_state(meta.name) == {}
+    store.save_deploy_state(meta.name, {"files:cert=/a": {"pkcs12_format": "modern"}})
+    path = tmp_path / "state" / "certificates" / meta.name / "deploy.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert store.load_deploy_state(meta.name) == {"files:cert=/a": {"pkcs12_format": "modern"}}
+    path.write_text("[not an object")
+    assert store.load_deploy_state(meta.name) == {}  # damaged: targets start afresh
