@@ -13,18 +13,21 @@ import os
 from pathlib import Path
 
 
-def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+def replace_file(path: Path, data: bytes, mode: int = 0o644, *, uid: int = -1, gid: int = -1) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``.
 
     The temporary file has ``mode`` from the start (a key is never readable by others, not
     even briefly) and is fsynced before the rename; on any failure it is removed and
-    ``path`` keeps its old content.
+    ``path`` keeps its old content. ``uid``/``gid`` (-1: unchanged) are set before the
+    rename too, so the file never appears with the wrong owner.
     """
     tmp = path.parent / f".{path.name}.tmp-{os.urandom(6).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
-            os.fchmod(fd, mode)  # exact mode regardless of the umask
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)  # exact mode regardless of the umask (and after fchown, which may clear bits)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

@@ -32,6 +32,7 @@ def issue(
     preferred_chain: str | None = None,
     profile: str | None = None,
     deploy_hook: str | None = None,
+    deploy: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     force: bool = False,
 ) -> IssueResult:
@@ -39,8 +40,12 @@ def issue(
     ``email``/``agree_tos`` are given and none exists. ``challenge`` defaults to
     http-01 on port 80; ``env`` supplies DNS provider variables (default: os.environ).
     A valid, not yet due certificate for the same request is kept (``result.issued``
-    is false) unless ``force`` is true.
+    is false) unless ``force`` is true. ``deploy`` lists deploy targets in ``--deploy``
+    syntax (``"files:fullchain=/etc/tls/a.pem,key=/etc/tls/a.key"``); their outcomes are in
+    ``result.deployed`` and a failure in ``result.deploy_error``.
     """
+    from certsmith.deploy.base import parse_deploy_spec
+
     request = CertificateRequest(
         names=tuple(names),
         lineage=lineage,
@@ -49,10 +54,12 @@ def issue(
         preferred_chain=preferred_chain,
         profile=profile,
         deploy_hook=deploy_hook,
+        deploy=tuple(parse_deploy_spec(text) for text in deploy),
     )
 
     async def run() -> IssueResult:
         async with _manager(state_dir, directory, ca_bundle, env) as manager:
+            await manager.preflight(request)  # a bad target or setting costs no account and no order
             await manager.accounts.ensure(manager.directory_url, manager.ca_bundle, email=email, agree_tos=agree_tos)
             return await manager.issue(request, force=force)
 

@@ -60,6 +60,10 @@ class UnexpectedCertificate(CertsmithError):
     or a chain that does not certify it); nothing was stored."""
 
 
+class DeployError(CertsmithError):
+    """A deploy target could not deliver the certificate (the stored certificate is kept)."""
+
+
 class StorageError(CertsmithError):
     """The state directory could not be read or written."""
 

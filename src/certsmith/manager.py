@@ -49,6 +49,7 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.deploy.hook import run_deploy_hook
+from certsmith.deploy.runner import TargetResult, failures, run_targets
 from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
 from certsmith.leftovers import StoreJournal, clean_leftovers
@@ -83,7 +84,8 @@ class IssueResult:
     serial: str
     issued: bool = True
     reason: str = ""
-    deploy_error: str | None = None
+    deploy_error: str | None = None  # the failed deploy targets' and the deploy hook's errors, in one line
+    deployed: tuple[TargetResult, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -94,6 +96,8 @@ class IssueResult:
         data = asdict(self)
         data["directory"] = self.location
         data["names"] = list(self.names)
+        del data["deployed"]
+        data["deploy"] = [target.to_json() for target in self.deployed]
         return data
 
 
@@ -209,6 +213,7 @@ class Manager:
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
         if request.challenge.dns_provider and not request.challenge.dns_env:
             request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
+        self._check_deploy(request)
         await (await self.solvers.get(request.challenge)).prepare()
         if not (request.profile or request.preferred_profile):
             return request
@@ -279,10 +284,13 @@ class Manager:
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
-        deploy_error = None
+        deployed = await self._deploy_targets(request, meta, location)
+        target_errors = failures(deployed)
+        errors = [target_errors] if target_errors else []
         if request.deploy_hook:
             self.event("deploy", f"{name}: running deploy hook")
-            deploy_error = await run_deploy_hook(request.deploy_hook, meta, location, self.env)
+            hook_error = await run_deploy_hook(request.deploy_hook, meta, location, self.env)
+            errors += [hook_error] if hook_error else []
         return IssueResult(
             name=name,
             location=location,
@@ -290,8 +298,45 @@ class Manager:
             not_after=meta.not_after,
             issuer=meta.issuer,
             serial=meta.serial,
-            deploy_error=deploy_error,
+            deploy_error="; ".join(errors) or None,
+            deployed=tuple(deployed),
         )
+
+    # -- deploy targets --------------------------------------------------------------
+
+    def _check_deploy(self, request: CertificateRequest) -> None:
+        """Load every deploy target of ``request`` (options, environment): ConfigError before anything is sent."""
+        from certsmith.deploy.base import load_target
+
+        for spec in request.deploy:
+            load_target(spec, self.env)
+        if request.csr_der is not None:
+            for spec in request.deploy:
+                if spec.target == "files" and {"key", "pkcs12"} & set(spec.option_map()):
+                    raise ConfigError("a certificate for your own CSR has no private key certsmith could copy; "
+                                      "drop key= and pkcs12= from the files deploy target")
+
+    async def _deploy_targets(
+        self, request: CertificateRequest, meta: LineageMeta, location: str
+    ) -> list[TargetResult]:
+        if not request.deploy:
+            return []
+        results = await run_targets(self.store, request.deploy, meta, self.env, location=location)
+        for result in results:
+            what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
+            self.event("deploy", f"{meta.name}: {result.target}: {what}")
+        return results
+
+    async def deploy(self, name: str) -> tuple[LineageMeta, list[TargetResult]]:
+        """Run lineage ``name``'s deploy targets again for its current certificate (under its lock)."""
+        async with self.store.alock(name, wait=self.lock_wait):
+            meta = self.store.load_meta(name)
+            if meta is None:
+                raise ConfigError(f"no certificate named {name!r}")
+            request = CertificateRequest.from_lineage(meta)
+            if not request.deploy:
+                raise ConfigError(f"{name!r} has no deploy targets; give them with issue --deploy TARGET[:OPTIONS]")
+            return meta, await self._deploy_targets(request, meta, self.store.location(name))
 
     def _keep_reason(
         self, previous: LineageMeta, request: CertificateRequest, identifiers: Sequence[Identifier], directory_url: str
@@ -308,6 +353,10 @@ class Manager:
         decision = self.decide(previous)
         if decision.due:
             return None
+        stored = previous.settings.get("deploy") or []
+        if [spec.to_json() for spec in request.deploy] != stored and request.deploy:
+            self.event("warning", f"{previous.name}: the new deploy targets are stored with the next certificate; "
+                       "force a new one now to use them")
         return f"valid until {previous.not_after}; {decision.reason}"
 
     def _kept(self, meta: LineageMeta, reason: str) -> IssueResult:

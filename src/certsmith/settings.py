@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_DIRECTORY, DEFAULT_KEY_TYPE, DIRECTORIES, KEY_TYPES
+from certsmith.deploy.base import DeploySpec
 from certsmith.errors import ConfigError
 from certsmith.storage.base import MAX_LINEAGE_NAME, LineageMeta
 
@@ -124,7 +125,9 @@ class CertificateRequest:
 
     ``directory_url``/``ca_bundle`` name the CA; ``None`` means the manager's default
     CA for a new lineage. ``profile`` must be offered by the CA; ``preferred_profile``
-    is used when offered and otherwise dropped with a warning.
+    is used when offered and otherwise dropped with a warning. ``deploy`` lists the
+    deploy targets run after every issuance and renewal (options only; secrets come
+    from the environment each time).
     """
 
     names: tuple[str, ...]
@@ -139,6 +142,7 @@ class CertificateRequest:
     deploy_hook: str | None = None
     directory_url: str | None = None
     ca_bundle: str | None = None
+    deploy: tuple[DeploySpec, ...] = ()
 
     def settings_json(self) -> dict[str, Any]:
         """The lineage's stored settings: everything but the names and the key type."""
@@ -146,6 +150,8 @@ class CertificateRequest:
         for name in ("preferred_chain", "profile", "preferred_profile", "deploy_hook", "ca_bundle"):
             if getattr(self, name):
                 data[name] = getattr(self, name)
+        if self.deploy:
+            data["deploy"] = [spec.to_json() for spec in self.deploy]
         if self.csr_der is not None:
             data["csr"] = base64.b64encode(self.csr_der).decode()
         return data
@@ -169,11 +175,20 @@ class CertificateRequest:
                 deploy_hook=_optional_str(settings, "deploy_hook"),
                 directory_url=meta.directory_url,
                 ca_bundle=_optional_str(settings, "ca_bundle"),
+                deploy=_deploy_specs(settings.get("deploy")),
             )
         except (TypeError, ValueError, ConfigError) as exc:
             raise ConfigError(
                 f"the stored settings of {meta.name!r} are damaged ({exc}); issue the certificate again to replace them"
             ) from None
+
+
+def _deploy_specs(data: Any) -> tuple[DeploySpec, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ValueError("deploy must be a list of targets")
+    return tuple(DeploySpec.from_json(item) for item in data)
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:

@@ -28,6 +28,7 @@ class MemoryStore:
         self.held: set[str] = set()
         self.journal: dict[str, dict[str, Any]] = {}
         self.pending_keys: dict[str, bytes] = {}
+        self.deploy_states: dict[str, dict[str, Any]] = {}
 
     def location(self, name: str) -> str:
         return f"memory://{validate_lineage_name(name)}"
@@ -91,6 +92,12 @@ class MemoryStore:
     def load_pending_account_key(self, directory_url: str) -> bytes | None:
         return self.pending_keys.get(directory_url)
 
+    def load_deploy_state(self, name: str) -> dict[str, Any]:
+        return dict(self.deploy_states.get(name, {}))
+
+    def save_deploy_state(self, name: str, state: Mapping[str, Any]) -> None:
+        self.deploy_states[name] = dict(state)
+
     def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
         self.journal[key] = dict(record)
 
@@ -103,6 +110,7 @@ class MemoryStore:
     def delete_lineage(self, name: str) -> None:
         self.versions.pop(name, None)
         self.states.pop(name, None)
+        self.deploy_states.pop(name, None)
 
     @contextlib.contextmanager
     def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import click
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
+from certsmith.cli.deploy import deploy, parse_specs
 from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
@@ -432,6 +433,8 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--profile", help="Certificate profile the CA must offer (refused before anything is sent otherwise).")
 @click.option("--preferred-profile", metavar="PROFILE", help="Ask for this profile when offered, else the default.")
 @click.option("--deploy-hook", metavar="CMD", help="Shell command run after the certificate is stored.")
+@click.option("--deploy", "deploy_targets", multiple=True, metavar="TARGET[:KEY=VALUE,...]",
+              help="Deliver the certificate after every issuance and renewal (repeatable; see: certsmith deploy list).")
 @click.option("--email", "-m", multiple=True, help="Register an account with this contact if none exists.")
 @click.option("--agree-tos", is_flag=True, help="Agree to the CA's terms of service when registering.")
 @click.option("--eab-kid", envvar="CERTSMITH_EAB_KID", help="External account binding key ID, when registering.")
@@ -459,6 +462,7 @@ def issue(
     profile: str | None,
     preferred_profile: str | None,
     deploy_hook: str | None,
+    deploy_targets: tuple[str, ...],
     email: tuple[str, ...],
     agree_tos: bool,
     eab_kid: str | None,
@@ -518,6 +522,7 @@ def issue(
             profile=profile,
             preferred_profile=preferred_profile,
             deploy_hook=deploy_hook,
+            deploy=parse_specs(deploy_targets),
         )
         async with ctx.manager() as manager:
             request = await manager.preflight(request)  # nothing is registered or ordered before this passes
@@ -827,3 +832,4 @@ def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
 
 
 main.add_command(schedule)
+main.add_command(deploy)

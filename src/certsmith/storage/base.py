@@ -309,6 +309,18 @@ class Store(Protocol):
         """Replace the renewal state of ``name``."""
         ...
 
+    def load_deploy_state(self, name: str) -> dict[str, Any]:
+        """What the deploy targets of ``name`` remembered between runs, by target; ``{}`` when nothing.
+
+        It outlives certificate versions (a target may need the ID of what it uploaded for
+        an earlier version) and goes with the lineage. Values are JSON objects; never secrets.
+        """
+        ...
+
+    def save_deploy_state(self, name: str, state: Mapping[str, Any]) -> None:
+        """Replace the deploy targets' state of ``name``."""
+        ...
+
     def delete_lineage(self, name: str) -> None:
         """Remove certificate ``name`` and every version of it; the caller holds its lock."""
         ...

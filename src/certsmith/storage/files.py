@@ -12,6 +12,7 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
         cert.pem -> current/cert.pem       (likewise chain.pem, fullchain.pem,
                                             privkey.pem and meta.json)
         renewal.json            what was learnt since (ARI answers, revocation)
+        deploy.json             what the deploy targets remember (e.g. uploaded certificate IDs)
     cache/directory-<host[_port]>-<sha256(directory_url)[:16]>.json
                                 the CA's directory document and when it was fetched
                                 (a cache: a stale or damaged one is ignored)
@@ -71,6 +72,7 @@ DIRECTORY_CACHE_MAX_AGE = 3600.0
 
 _META_FILE = "meta.json"
 _STATE_FILE = "renewal.json"
+_DEPLOY_FILE = "deploy.json"
 _LINEAGE_FILES = (*LINEAGE_FILES, _META_FILE)
 log = logging.getLogger("certsmith.storage")
 _STAGING_PREFIX = ".staging-"
@@ -518,6 +520,29 @@ class FileStore:
             atomic_write(directory / _STATE_FILE, data.encode(), 0o600)
         except OSError as exc:
             raise StorageError(f"cannot save the renewal state of {name!r}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    def load_deploy_state(self, name: str) -> dict[str, Any]:
+        """``deploy.json``; a damaged one counts as empty (with a warning): targets then start afresh."""
+        path = self.lineage_dir(name) / _DEPLOY_FILE
+        raw = self._read(path, "deploy state")
+        if raw is None:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            log.warning("ignoring the damaged deploy state %s", path)
+            return {}
+        return data
+
+    def save_deploy_state(self, name: str, state: Mapping[str, Any]) -> None:
+        directory = self.lineage_dir(name)
+        data = json.dumps(dict(state), indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write(directory / _DEPLOY_FILE, data.encode(), 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot save the deploy state of {name!r}: {_strerror(exc)}; {_WRITE_HINT}") from exc
 
     def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
         directory = self.root / "journal"
