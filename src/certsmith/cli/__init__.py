@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import click
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
+from certsmith.cli.persist import persist
 from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
@@ -814,3 +815,4 @@ def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
 
 
 main.add_command(schedule)
+main.add_command(persist)
