@@ -7,7 +7,7 @@ and the library and the command line can never disagree about what is valid.
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
 DEFAULT_KEY_TYPE = "ec256"
 
-CHALLENGE_TYPES = ("http-01", "tls-alpn-01", "dns-01")
+CHALLENGE_TYPES = ("http-01", "tls-alpn-01", "dns-01", "dns-persist-01")
 
 # RFC 5280 §5.3.1 CRLReason codes that an ACME subscriber may give (RFC 8555 §7.6).
 REVOCATION_REASONS = {

@@ -88,6 +88,10 @@ class Accounts:
     def stored(self, directory_url: str) -> StoredAccount | None:
         return self.store.load_account(directory_url)
 
+    def usable(self, directory_url: str) -> StoredAccount:
+        """The stored account of ``directory_url``; :class:`AccountError` when there is none or it is not valid."""
+        return self._usable(directory_url)
+
     def _usable(self, directory_url: str) -> StoredAccount:
         account = self.stored(directory_url)
         if account is None:

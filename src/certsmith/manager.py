@@ -498,7 +498,9 @@ class Manager:
         jobs: list[tuple[Authorization, str, ChallengeJob]] = []
         for authz in pending:
             challenge = authz.challenge(settings.challenge)
-            if challenge is None or challenge.token is None:
+            # dns-persist-01 has no token: the CA reads the standing record, not a per-order value.
+            tokenless = settings.challenge == "dns-persist-01"
+            if challenge is None or (challenge.token is None and not tokenless):
                 offered = ", ".join(sorted({c.type for c in authz.challenges})) or "none"
                 raise ConfigError(
                     f"the CA offers no {settings.challenge} challenge for {authz.name} (it offers: {offered})"
@@ -506,8 +508,8 @@ class Manager:
             job = ChallengeJob(
                 identifier_type=authz.identifier.type,
                 identifier=authz.identifier.value,
-                token=challenge.token,
-                key_authorization=key_authorization(challenge.token, client.account_key),
+                token=challenge.token or "",
+                key_authorization=key_authorization(challenge.token or "", client.account_key),
                 wildcard=authz.wildcard,
             )
             jobs.append((authz, challenge.url, job))

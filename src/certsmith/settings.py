@@ -73,6 +73,11 @@ class ChallengeSettings:
             raise ConfigError(f"challenge must be one of {', '.join(CHALLENGE_TYPES)}, not {self.challenge!r}")
         if self.challenge == "dns-01" and not self.dns_provider:
             raise ConfigError("dns-01 needs a DNS provider (dns_provider); see: certsmith dns list")
+        if self.challenge == "dns-persist-01" and self.dns_provider:
+            raise ConfigError(
+                "dns-persist-01 uses no DNS provider: the CA reads the standing _validation-persist record "
+                "(create it once with: certsmith persist create)"
+            )
         for port in (self.http_port, self.tls_port):
             if not 0 < port < 65536:
                 raise ConfigError(f"port {port} is not between 1 and 65535")

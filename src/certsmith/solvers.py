@@ -21,6 +21,8 @@ def _key(settings: ChallengeSettings) -> tuple[Any, ...]:
         return ("http-01", settings.http_port, settings.http_host, settings.webroot)
     if settings.challenge == "tls-alpn-01":
         return ("tls-alpn-01", settings.tls_port, settings.tls_host)
+    if settings.challenge == "dns-persist-01":
+        return ("dns-persist-01",)
     return ("dns-01", settings.dns_provider, settings.dns_resolvers, settings.propagation_timeout, settings.dns_env)
 
 
@@ -40,6 +42,10 @@ def make_solver(
         from certsmith.challenges.tlsalpn01 import TlsAlpn01Solver
 
         return TlsAlpn01Solver(port=settings.tls_port, host=settings.tls_host)
+    if settings.challenge == "dns-persist-01":
+        from certsmith.challenges.dnspersist01 import DnsPersist01Solver
+
+        return DnsPersist01Solver()
     from certsmith.challenges.dns01 import Dns01Solver
     from certsmith.dns.base import load_provider
     from certsmith.dns.zone import Resolver

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "solvers": 6,
     "leftovers": 6,
     "manager": 7,
+    "persist": 7,
     "api": 8,
     "testing": 8,
     "__init__": 9,

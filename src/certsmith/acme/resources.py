@@ -154,6 +154,8 @@ class Challenge:
     token: str | None = None
     error: Problem | None = None
     validated: str | None = None
+    # dns-persist-01 (draft-ietf-acme-dns-persist): the names the CA accepts in the record.
+    issuer_domain_names: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> Challenge | None:
@@ -168,6 +170,7 @@ class Challenge:
             token=_opt_str(data, "token"),
             error=Problem.from_json(error) if error else None,
             validated=_opt_str(data, "validated"),
+            issuer_domain_names=_str_list(data.get("issuer-domain-names")),
         )
 
 
@@ -300,3 +303,10 @@ class CertificateChain:
     def chain_pem(self) -> bytes:
         end = self.pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
         return self.pem[end:].strip() + b"\n"
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    """The non-empty strings of a JSON list; anything else (absent, mistyped) is no list at all."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str) and item)

@@ -23,18 +23,22 @@ from certsmith.errors import ChallengeError
 
 _T = TypeVar("_T")
 
+#: The challenges proven in DNS: they validate wildcards and never IP addresses.
+DNS_CHALLENGES = ("dns-01", "dns-persist-01")
+
 
 def unsupported_reason(challenge_type: str, identifier_type: str, identifier: str, *, wildcard: bool) -> str | None:
     """Why ``challenge_type`` cannot validate this identifier, or ``None`` when it can.
 
-    Wildcards need dns-01 (RFC 8555 §7.1.3); IP addresses cannot use dns-01 (RFC 8738 §7);
-    http-01 and tls-alpn-01 answer DNS names and IP addresses.
+    Wildcards need dns-01 (RFC 8555 §7.1.3) or dns-persist-01 (with ``policy=wildcard``);
+    IP addresses cannot use either DNS challenge (RFC 8738 §7); http-01 and tls-alpn-01
+    answer DNS names and IP addresses.
     """
     shown = f"*.{identifier}" if wildcard and not identifier.startswith("*.") else identifier
-    if wildcard and challenge_type != "dns-01":
-        return f"{shown} is a wildcard: wildcards can only be validated with dns-01"
-    if identifier_type == "ip" and challenge_type == "dns-01":
-        return f"{shown} is an IP address: use http-01 or tls-alpn-01, not dns-01"
+    if wildcard and challenge_type not in DNS_CHALLENGES:
+        return f"{shown} is a wildcard: wildcards can only be validated with dns-01 or dns-persist-01"
+    if identifier_type == "ip" and challenge_type in DNS_CHALLENGES:
+        return f"{shown} is an IP address: use http-01 or tls-alpn-01, not {challenge_type}"
     if identifier_type not in ("dns", "ip"):
         return f"{challenge_type} cannot validate identifiers of type {identifier_type!r}"
     return None

@@ -17,6 +17,7 @@ import click
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
 from certsmith.cli.deploy import deploy, parse_specs
+from certsmith.cli.persist import persist
 from certsmith.cli.schedule import schedule
 
 if TYPE_CHECKING:
@@ -833,3 +834,4 @@ def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
 
 main.add_command(schedule)
 main.add_command(deploy)
+main.add_command(persist)

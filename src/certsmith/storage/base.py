@@ -75,6 +75,11 @@ def _get_str_tuple(data: Mapping[str, Any], key: str, default: Any = ...) -> tup
     return tuple(value)
 
 
+def _cached_names(value: Any) -> tuple[str, ...]:
+    """A learned list of names; a damaged one is forgotten (it is learned again), never fatal."""
+    return tuple(v for v in value if isinstance(v, str) and v) if isinstance(value, list) else ()
+
+
 def _get_time(data: Mapping[str, Any], key: str) -> str:
     value: str = _get(data, key, str)
     try:
@@ -98,16 +103,21 @@ class StoredAccount:
     contact: tuple[str, ...]
     status: str
     created_at: str
+    # The CA's dns-persist-01 issuer domain names, once learned from a challenge.
+    issuer_domain_names: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, without the key (which is stored separately)."""
-        return {
+        data: dict[str, Any] = {
             "directory_url": self.directory_url,
             "url": self.url,
             "contact": list(self.contact),
             "status": self.status,
             "created_at": self.created_at,
         }
+        if self.issuer_domain_names:
+            data["issuer_domain_names"] = list(self.issuer_domain_names)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], key_pem: bytes) -> StoredAccount:
@@ -122,6 +132,7 @@ class StoredAccount:
             contact=_get_str_tuple(data, "contact", []),
             status=_get(data, "status", str, "valid"),
             created_at=_get(data, "created_at", str, ""),
+            issuer_domain_names=_cached_names(data.get("issuer_domain_names")),
         )
 
 
