@@ -94,7 +94,8 @@ def test_log_shows_orders_certificates_and_replacements(registered_cli: Cli) -> 
     leaf = issue(registered_cli, "replaced.example.com")
     (first_order,) = pebble.orders_created(mark)
     assert pebble.certificates_issued(mark) == {leaf.serial_number: first_order}
-    assert pebble.request_count("newOrder", mark) == 1 and pebble.request_count("newAccount", mark) == 0
+    # one order; Pebble's 5% nonce rejection may make the client send its newOrder again
+    assert 1 <= pebble.request_count("newOrder", mark) <= 3 and pebble.request_count("newAccount", mark) == 0
     assert pebble.replacements(mark) == []
 
     account = FileStore(registered_cli.state_dir).load_account(pebble.directory_url)
@@ -111,7 +112,7 @@ def test_log_shows_orders_certificates_and_replacements(registered_cli: Cli) -> 
     new_order = asyncio.run(order_replacing())
     assert pebble.orders_created(second) == [new_order]
     assert pebble.replacements(mark) == [(new_order, first_order)]
-    assert pebble.request_count("newOrder", second, method="POST") == 1
+    assert 1 <= pebble.request_count("newOrder", second, method="POST") <= 3
     assert pebble.request_count("newOrder", second, method="GET") == 0
     with pytest.raises(ValueError, match="no 'newAuthz'"):
         pebble.request_count("newAuthz")
