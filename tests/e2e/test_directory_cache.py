@@ -30,7 +30,7 @@ def test_second_issue_makes_no_directory_request(registered_cli: Cli, tmp_path: 
     _issue(cli, "cache-one.example.com", tmp_path)
     _issue(cli, "cache-two.example.com", tmp_path)
     assert cli.pebble.request_count("/dir", mark) == 0
-    assert cli.pebble.request_count("newOrder", mark) == 2
+    assert len(cli.pebble.orders_created(mark)) == 2  # (requests may be more: a rejected nonce is retried)
 
 
 @pytest.mark.parametrize(

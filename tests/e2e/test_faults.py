@@ -120,7 +120,8 @@ def test_a_lost_new_order_answer_costs_at_most_one_abandoned_order(faulty: Proxi
     assert faulty.proxy is not None
     faulty.proxy.add(Fault("^/order-plz", "forward-then-reset"))
     _, _, mark = _issue(faulty, "neworder.example.com")
-    assert len(faulty.pebble.orders_created(mark)) == 2
+    # two orders; one when Pebble refused the lost request's nonce before creating anything
+    assert len(faulty.pebble.orders_created(mark)) in (1, 2)
     assert len(faulty.pebble.certificates_issued(mark)) == 1
 
 
@@ -130,7 +131,9 @@ def test_a_lost_revoke_answer_counts_as_revoked(faulty: ProxiedCli) -> None:
     faulty.proxy.add(Fault("^/revoke-cert", "forward-then-reset"))
     result = faulty.run("revoke", "revoke.example.com")
     assert "Traceback" not in result.stderr
-    assert [e.status for e in faulty.proxy.requests("^/revoke-cert")] == [200, 400]  # the second: alreadyRevoked
+    statuses = [e.status for e in faulty.proxy.requests("^/revoke-cert")]
+    # revoked by the lost request (200), then alreadyRevoked (400); a rejected nonce may add a 400 before
+    assert 200 in statuses and statuses[-1] == 400 and len(statuses) <= 4
 
 
 def test_retry_after_beyond_the_cap_says_when_the_ca_wants_to_hear_again(faulty: ProxiedCli) -> None:

@@ -27,7 +27,7 @@ def test_ten_first_runs_at_once_register_one_account(cli: Cli) -> None:
             if stream:
                 stream.close()
     # one tls-alpn-01 port: the processes take turns for it, or fail clearly when it is busy
-    assert cli.pebble.request_count("newAccount", mark) == 1, results
+    assert cli.pebble.accounts_created(mark) == 1, results
     accounts = list(cli.state_dir.rglob("account.json"))
     assert len(accounts) == 1
     issued = [i for i in range(10) if (cli.state_dir / "certificates" / f"race{i}.example.com").exists()]

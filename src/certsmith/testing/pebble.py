@@ -295,6 +295,7 @@ class PebbleProfile:
 
 _HANDLER_CALL = r"^Pebble \S+ \S+ ([A-Z]+) (\S+) -> calling handler\(\)$"
 _ORDER_ADDED = r'Added order "([^"]+)" to the db'
+_ACCOUNT_ADDED = r"There are now (\d+) accounts in memory"
 _CERT_ISSUED = r"Issued certificate serial ([0-9a-f]+) for order (\S+)"
 _REPLACEMENT = r'ARI: order "([^"]+)" is a replacement of "([^"]+)"'
 
@@ -475,6 +476,10 @@ class PebbleServer:
     def orders_created(self, since: int = 0) -> list[str]:
         """IDs of the orders Pebble created, oldest first; an order's ID is the last part of its URL."""
         return re.findall(_ORDER_ADDED, self.log_text(since))
+
+    def accounts_created(self, since: int = 0) -> int:
+        """How many accounts Pebble created (a refused or repeated ``newAccount`` creates none)."""
+        return len(re.findall(_ACCOUNT_ADDED, self.log_text(since)))
 
     def certificates_issued(self, since: int = 0) -> dict[int, str]:
         """Serial number of every certificate Pebble issued, with the ID of the order it was issued for."""
