@@ -417,16 +417,15 @@ class AlidnsProvider:
         clock: Callable[[], datetime] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        import httpx  # here, not at the top: reading `info` must not need httpx
+        import asyncio  # here, not at the top: reading `info` (certsmith dns list) needs neither
+
+        import httpx
 
         self.config = config
         self._max_attempts = max(1, max_attempts)
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._clock = clock or (lambda: datetime.now(UTC))
-        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
-
-
         url = httpx.URL(config.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
         self._host = url.netloc.decode("ascii")
