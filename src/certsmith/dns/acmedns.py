@@ -45,11 +45,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
 from certsmith._http import json_object
 from certsmith._redact import add_secret
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, read_env
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ class AcmeDnsConfig:
     http_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_url(self.api_base)
+        check_endpoint("ACME_DNS_API_BASE", self.api_base, "https://auth.example.org")
         for network in self.allowlist:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -190,26 +189,7 @@ class AcmeDnsConfig:
         )
 
 
-def _check_url(url_text: str) -> None:
-    try:
-        url = urlsplit(url_text)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"ACME_DNS_API_BASE {url_text!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"ACME_DNS_API_BASE {url_text!r} must look like https://auth.example.org")
-    if url.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(f"ACME_DNS_API_BASE {url_text!r}: plain http is only allowed for loopback servers")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AcmeDnsProvider:

@@ -15,7 +15,6 @@ own, with lego's and acme.sh's accepted as aliases.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import re
@@ -25,12 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
 from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -156,7 +154,7 @@ class AlidnsConfig:
             raise ConfigError(f"ALIDNS_TTL must be between 1 and 86400 seconds, not {self.ttl}")
         if self.propagation_timeout is not None and self.propagation_timeout <= 0:
             raise ConfigError("ALIDNS_PROPAGATION_TIMEOUT must be a positive number of seconds")
-        _check_endpoint(self.endpoint)
+        check_endpoint("ALIDNS_ENDPOINT", self.endpoint, "https://alidns.aliyuncs.com")
 
     def __repr__(self) -> str:
         token = "<set>" if self.security_token else None
@@ -195,33 +193,7 @@ def _with_scheme(endpoint: str) -> str:
     return endpoint if "://" in endpoint else "https://" + endpoint
 
 
-def _check_endpoint(endpoint: str) -> None:
-    """Allow https anywhere and plain http only to loopback test servers."""
 
-    try:
-        url = urlsplit(endpoint)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"ALIDNS_ENDPOINT {endpoint!r} must look like https://alidns.aliyuncs.com")
-    if url.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"ALIDNS_ENDPOINT {endpoint!r}: plain http is only allowed for loopback test servers; use https"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# --- zones ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

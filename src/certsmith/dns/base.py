@@ -55,6 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, Self, runtime_checkable
+from urllib.parse import urlsplit
 
 from certsmith._redact import add_secret
 from certsmith.errors import ConfigError, ProviderConfigError
@@ -287,6 +288,33 @@ def is_ip_address(text: str, version: int | None = None) -> bool:
     except ValueError:
         return False
     return version is None or address.version == version
+
+def check_endpoint(variable: str, value: str, example: str) -> None:
+    """Refuse an API endpoint that is not an http(s) URL, or plain http to anything but loopback.
+
+    Endpoint overrides exist for private deployments and for tests; credentials never travel
+    in clear text to another machine. ``example`` shows the expected form in the error.
+    """
+    try:
+        url = urlsplit(value)
+        host = url.hostname
+        url.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"{variable} {value!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{variable} {value!r} must look like {example}")
+    if url.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(f"{variable} {value!r}: plain http is only allowed for loopback test servers; use https")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 _BUILTINS: dict[str, str] = {
     "exec": "certsmith.dns.exec:ExecProvider",

@@ -15,16 +15,14 @@ bounded back-off that honours ``Retry-After``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
 from certsmith._http import json_object
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 if TYPE_CHECKING:
@@ -112,7 +110,7 @@ class CloudflareConfig:
             raise ProviderConfigError(NAME, missing, f"create an API token with {PERMISSIONS}")
         if self.ttl != 1 and not 30 <= self.ttl <= 86400:
             raise ConfigError(f"CLOUDFLARE_TTL must be 1 (automatic) or between 30 and 86400 seconds, not {self.ttl}")
-        _check_base_url(self.base_url)
+        check_endpoint("CLOUDFLARE_BASE_URL", self.base_url, DEFAULT_BASE_URL)
 
     @property
     def auth(self) -> str:
@@ -135,27 +133,7 @@ class CloudflareConfig:
         )
 
 
-def _check_base_url(url_text: str) -> None:
-    """https anywhere, plain http only to loopback test servers."""
-    try:
-        url = urlsplit(url_text)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"CLOUDFLARE_BASE_URL {url_text!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"CLOUDFLARE_BASE_URL {url_text!r} must look like {DEFAULT_BASE_URL}")
-    if url.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(f"CLOUDFLARE_BASE_URL {url_text!r}: plain http is only allowed for loopback test servers")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

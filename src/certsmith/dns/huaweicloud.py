@@ -16,7 +16,6 @@ name (an apex and its wildcard) both survive. Throttling (``APIGW.0308``, HTTP 4
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import random
@@ -25,11 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
 from certsmith._http import json_object
 from certsmith.dns import huaweicloud_signing as signing
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -114,7 +112,7 @@ class HuaweiCloudConfig:
             raise ConfigError(f"HUAWEICLOUD_REGION must look like ap-southeast-1, not {region!r}")
         endpoint = values.get("HUAWEICLOUD_ENDPOINT", "").strip() or ENDPOINT_TEMPLATE.format(region=region)
         endpoint = endpoint if "://" in endpoint else "https://" + endpoint
-        _check_endpoint(endpoint)
+        check_endpoint("HUAWEICLOUD_ENDPOINT", endpoint, "https://dns.ap-southeast-1.myhuaweicloud.com")
         return cls(
             access_key_id=values["HUAWEICLOUD_ACCESS_KEY_ID"].strip(),
             secret_access_key=values["HUAWEICLOUD_SECRET_ACCESS_KEY"].strip(),
@@ -126,27 +124,7 @@ class HuaweiCloudConfig:
         )
 
 
-def _check_endpoint(endpoint: str) -> None:
-    """https anywhere, plain http only to loopback test servers."""
-    try:
-        url = urlsplit(endpoint)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"HUAWEICLOUD_ENDPOINT {endpoint!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"HUAWEICLOUD_ENDPOINT {endpoint!r} must look like https://dns.ap-southeast-1.myhuaweicloud.com")
-    if url.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(f"HUAWEICLOUD_ENDPOINT {endpoint!r}: plain http is only allowed for loopback test servers")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def quote_txt(value: str) -> str:

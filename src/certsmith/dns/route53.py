@@ -21,16 +21,14 @@ one-line error naming the IAM action that is missing.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_bool, parse_int, read_env
+from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_bool, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -128,7 +126,7 @@ class Route53Config:
             )
             raise ConfigError(f"route53: {given} is set but {absent} is not; set both, or neither to use a profile")
         if self.endpoint_url is not None:
-            _check_endpoint(self.endpoint_url)
+            check_endpoint("AWS_ENDPOINT_URL_ROUTE_53", self.endpoint_url, "https://route53.amazonaws.com")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -150,29 +148,7 @@ class Route53Config:
         )
 
 
-def _check_endpoint(endpoint: str) -> None:
-    """https anywhere; plain http only to loopback test servers."""
-    try:
-        url = urlsplit(endpoint)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"AWS_ENDPOINT_URL_ROUTE_53 {endpoint!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"AWS_ENDPOINT_URL_ROUTE_53 {endpoint!r} must look like https://route53.amazonaws.com")
-    if url.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"AWS_ENDPOINT_URL_ROUTE_53 {endpoint!r}: plain http is only allowed for loopback test servers; use https"
-        )
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _normalise(fqdn: str) -> str:

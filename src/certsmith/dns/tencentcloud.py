@@ -13,7 +13,6 @@ the main ones, acme.sh's ``Tencent_SecretId``/``Tencent_SecretKey`` are aliases.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import random
@@ -21,12 +20,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
-from urllib.parse import urlsplit
 
 from certsmith.dns import tencentcloud_signing as signing
 from certsmith.dns.alidns import Zone, select_zone, to_ascii
-from certsmith.dns.base import EnvVar, ProviderInfo, is_ip_address, optional_seconds, parse_int, read_env
-from certsmith.errors import ConfigError, DnsError
+from certsmith.dns.base import (
+    EnvVar,
+    ProviderInfo,
+    check_endpoint,
+    optional_seconds,
+    parse_int,
+    read_env,
+)
+from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
     import asyncio
@@ -100,7 +105,7 @@ class TencentCloudConfig:
     propagation_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        _check_endpoint(self.endpoint)
+        check_endpoint("TENCENTCLOUD_ENDPOINT", self.endpoint, DEFAULT_ENDPOINT)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -118,20 +123,6 @@ class TencentCloudConfig:
         )
 
 
-def _check_endpoint(endpoint: str) -> None:
-    try:
-        url = urlsplit(endpoint)
-        host = url.hostname
-        url.port  # noqa: B018 -- raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError(f"TENCENTCLOUD_ENDPOINT {endpoint!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"TENCENTCLOUD_ENDPOINT {endpoint!r} must look like {DEFAULT_ENDPOINT}")
-    loopback = host == "localhost" or (is_ip_address(host) and ipaddress.ip_address(host).is_loopback)
-    if url.scheme == "http" and not loopback:
-        raise ConfigError(
-            f"TENCENTCLOUD_ENDPOINT {endpoint!r}: plain http is only allowed for loopback test servers; use https"
-        )
 
 
 def describe_error(action: str, code: str, server_message: str, secret_id: str) -> str:
