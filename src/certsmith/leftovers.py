@@ -94,7 +94,7 @@ async def clean_leftovers(
             continue
         store.journal_remove(key)
         removed.append(what)
-        say("cleanup", f"removed {what}, left by an earlier run that was killed")
+        say("cleanup", f"cleaned up {what}, left by an earlier run that was killed")
     return removed
 
 
@@ -108,6 +108,7 @@ async def _remove(record: Mapping[str, Any], env: Mapping[str, str]) -> None:
     kind = record.get("kind")
     if kind == "http-01":
         path = Path(str(record.get("path", "")))
+        # only a file in a challenge directory that still holds what we wrote: anything else is not ours
         if path.name and path.parent.name == "acme-challenge":
             try:
                 if path.read_text() == record.get("content"):

@@ -203,20 +203,29 @@ def test_run_to_completion_finishes_before_the_cancellation_propagates() -> None
 
 
 def test_run_to_completion_keeps_a_cancellation_when_the_work_fails() -> None:
-    async def failing() -> None:
-        await asyncio.sleep(0.05)
-        raise OSError("disk gone")
-
     async def scenario() -> None:
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def failing() -> None:
+            started.set()
+            await cancelled.wait()  # the work is still running when the cancellation arrives
+            raise OSError("disk gone")
+
         task = asyncio.create_task(run_to_completion(failing()))
-        await asyncio.sleep(0.01)
+        await started.wait()
         task.cancel()
+        await asyncio.sleep(0)  # deliver the cancellation to run_to_completion
+        cancelled.set()
         with pytest.raises(asyncio.CancelledError):  # Ctrl-C is not turned into the work's error
             await task
 
     asyncio.run(scenario())
+
+    async def fails_at_once() -> None:
+        raise OSError("disk gone")
+
     with pytest.raises(OSError, match="disk gone"):
-        asyncio.run(run_to_completion(failing()))
+        asyncio.run(run_to_completion(fails_at_once()))
 
 
 @pytest.mark.parametrize(

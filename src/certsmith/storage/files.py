@@ -6,6 +6,7 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
         account.json            url, contact, status, created_at, directory_url
         account.key             the account key (0600)
         account.key.<UTC time>  keys replaced by a key rollover (0600)
+        account.key.pending     the new key while a rollover is under way (0600)
     certificates/<name>/
         archive/<version>/      cert.pem chain.pem fullchain.pem privkey.pem meta.json
         current -> archive/<version>
@@ -16,6 +17,7 @@ Layout under the root (every directory certsmith creates is 0700, keys are 0600)
     cache/directory-<host[_port]>-<sha256(directory_url)[:16]>.json
                                 the CA's directory document and when it was fetched
                                 (a cache: a stale or damaged one is ignored)
+    journal/<id>.json           a challenge artefact being presented (0600; see certsmith.leftovers)
     locks/<name>.lock           flock(2) target; holds the holder's pid
     locks/.account-<host[_port]>-<sha256(directory_url)[:16]>.lock    the account's lock
 
