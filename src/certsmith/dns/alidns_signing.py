@@ -1,4 +1,4 @@
-"""Request signing for the Alibaba Cloud RPC API (Alidns 2015-01-09).
+"""Request signing for the Alibaba Cloud RPC APIs (Alidns 2015-01-09, and CAS, CDN, SLB... alike).
 
 Two schemes exist and both are pure functions here, so the provider that signs and
 the emulator in :mod:`tests.support.alidns_emulator` that verifies share one canonical
@@ -77,12 +77,21 @@ def sign_v1(method: str, params: Mapping[str, str], secret: str) -> str:
 
 
 def v1_common_params(
-    action: str, access_key_id: str, nonce: str, moment: datetime, security_token: str | None = None
+    action: str,
+    access_key_id: str,
+    nonce: str,
+    moment: datetime,
+    security_token: str | None = None,
+    *,
+    version: str = API_VERSION,
 ) -> dict[str, str]:
-    """The common parameters of a V1 call (``Format=JSON``) without ``Signature``."""
+    """The common parameters of a V1 call (``Format=JSON``) without ``Signature``.
+
+    ``version`` is the product's API version (Alidns' by default; CAS, CDN, SLB... have their own).
+    """
     params = {
         "Action": action,
-        "Version": API_VERSION,
+        "Version": version,
         "Format": "JSON",
         "AccessKeyId": access_key_id,
         "SignatureMethod": V1_SIGNATURE_METHOD,
@@ -176,12 +185,16 @@ def sign_v3(
     security_token: str | None = None,
     body: bytes = b"",
     path: str = "/",
+    version: str = API_VERSION,
 ) -> dict[str, str]:
-    """Every header of a V3 call, ``Authorization`` included; all of them are signed."""
+    """Every header of a V3 call, ``Authorization`` included; all of them are signed.
+
+    ``version`` is the product's API version: the scheme is the same for every RPC product.
+    """
     headers = {
         "host": host,
         "x-acs-action": action,
-        "x-acs-version": API_VERSION,
+        "x-acs-version": version,
         "x-acs-date": utc_timestamp(moment),
         "x-acs-signature-nonce": nonce,
         "x-acs-content-sha256": sha256_hex(body),

@@ -1,0 +1,393 @@
+"""A small client for Alibaba Cloud's RPC-style APIs beyond DNS: CAS, CDN, DCDN, SLB, ALB.
+
+The deploy targets in :mod:`certsmith.deploy` use it to deliver certificates. Every
+product speaks the same protocol as Alidns: one POST per call with the parameters in
+the query string, signed with V3 (``ACS3-HMAC-SHA256``, the default) or V1
+(``HMAC-SHA1``) by :mod:`certsmith.dns.alidns_signing`, a JSON answer with ``Code`` and
+``Message`` on failure. Only the API version, the endpoint and the RAM actions differ,
+so a product is a :class:`Product` value, not a class.
+
+Calls are retried on throttling, 5xx and transport errors with bounded exponential
+back-off, each attempt freshly signed (new nonce and timestamp). A failure becomes an
+:class:`AliCloudError` whose message says what to do: which RAM actions to grant, which
+secret to check, how far the clock is off.
+
+The credentials are the Alidns provider's (same variables, same lego / acme.sh aliases,
+``_FILE`` for secrets, an STS token), so one AccessKey can serve DNS and delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+from certsmith._http import json_object
+from certsmith._text import clean
+from certsmith.dns import alidns_signing as signing
+from certsmith.dns.alidns import ENV as ALIDNS_ENV
+from certsmith.dns.alidns import clock_offset
+from certsmith.dns.base import EnvVar, check_endpoint, read_env
+from certsmith.errors import CertsmithError, ConfigError, ProviderConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+#: The AccessKey variables, exactly the Alidns provider's (names and aliases).
+CREDENTIAL_ENV: tuple[EnvVar, ...] = tuple(var for var in ALIDNS_ENV if var.name.startswith("ALIBABA_CLOUD_"))
+REGION_ENV = EnvVar(
+    "ALICLOUD_REGION",
+    "Region of the product's resources (e.g. cn-hangzhou), for the products that are regional",
+    aliases=("ALIBABA_CLOUD_REGION_ID",),
+)
+SIGNATURE_ENV = EnvVar(
+    "ALICLOUD_SIGNATURE_VERSION", "Request signature: 3 (ACS3-HMAC-SHA256) or 1 (HMAC-SHA1)", default="3"
+)
+
+#: Error codes that mean "try again later"; HTTP 5xx is retried as well.
+RETRYABLE_CODES = frozenset(
+    {"Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable", "SystemBusy", "InternalError"}
+)
+_FORBIDDEN_CODES = frozenset({"Forbidden.RAM", "Forbidden", "NoPermission", "Forbidden.NoPermission"})
+
+
+@dataclass(frozen=True)
+class Product:
+    """One Alibaba Cloud product's API: what differs between CAS, CDN, SLB...
+
+    ``endpoint`` may contain ``{region}`` (ALB's is regional); ``endpoint_var`` names the
+    variable that overrides it (tests point it at an emulator). ``ram_actions`` are what
+    a RAM user needs for the calls certsmith makes, ``ram_policy`` the system policy
+    that grants them all.
+    """
+
+    name: str
+    version: str
+    endpoint: str
+    endpoint_var: str
+    ram_actions: tuple[str, ...]
+    ram_policy: str
+    needs_region: bool = False
+
+    def endpoint_env(self) -> EnvVar:
+        return EnvVar(
+            self.endpoint_var,
+            f"{self.name} API endpoint (http:// only for loopback test servers)",
+            default=self.endpoint,
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """An AccessKey (optionally an STS credential); ``repr`` never shows the secret or the token."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.security_token else None
+        return f"Credentials(access_key_id={self.access_key_id!r}, access_key_secret=<hidden>, security_token={token})"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything :class:`RpcClient` needs for one product, read from the environment in one place."""
+
+    product: Product
+    credentials: Credentials
+    endpoint: str
+    region: str | None = None
+    signature_version: int = 3
+
+    @classmethod
+    def from_env(cls, product: Product, env: Mapping[str, str], *, target: str) -> Self:
+        """Read credentials, endpoint, region and signature version; one error lists what is missing.
+
+        ``target`` is the deploy target's name, for the messages.
+        """
+        variables = (*CREDENTIAL_ENV, product.endpoint_env(), REGION_ENV, SIGNATURE_ENV)
+        try:
+            values = read_env(env, variables, target)
+        except ProviderConfigError as exc:
+            raise ConfigError(
+                f"deploy target {target!r} needs the environment variable {', '.join(exc.missing)} (an AccessKey "
+                f"of a RAM user with the actions {', '.join(product.ram_actions)} or the policy {product.ram_policy})"
+            ) from None
+        region = values.get("ALICLOUD_REGION", "").strip() or None
+        if product.needs_region and region is None:
+            raise ConfigError(
+                f"deploy target {target!r} needs ALICLOUD_REGION (e.g. cn-hangzhou): {product.name} is regional"
+            )
+        endpoint = values[product.endpoint_var].strip()
+        if "{region}" in endpoint:
+            if region is None:
+                raise ConfigError(f"{product.endpoint_var} names {{region}}: set ALICLOUD_REGION (e.g. cn-hangzhou)")
+            endpoint = endpoint.replace("{region}", region)
+        endpoint = endpoint if "://" in endpoint else "https://" + endpoint
+        check_endpoint(product.endpoint_var, endpoint, product.endpoint.replace("{region}", region or "cn-hangzhou"))
+        return cls(
+            product=product,
+            credentials=Credentials(
+                access_key_id=values["ALIBABA_CLOUD_ACCESS_KEY_ID"].strip(),
+                access_key_secret=values["ALIBABA_CLOUD_ACCESS_KEY_SECRET"].strip(),
+                security_token=values.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None,
+            ),
+            endpoint=endpoint,
+            region=region,
+            signature_version=parse_signature_version(values["ALICLOUD_SIGNATURE_VERSION"]),
+        )
+
+
+def parse_signature_version(text: str) -> int:
+    key = text.strip().lower()
+    if key in ("3", "v3", "acs3-hmac-sha256"):
+        return 3
+    if key in ("1", "v1", "1.0", "v2", "hmac-sha1"):  # Alibaba's newer docs call V1 "V2"
+        return 1
+    raise ConfigError(f"ALICLOUD_SIGNATURE_VERSION must be 3 or 1, not {text!r}")
+
+
+class AliCloudError(CertsmithError):
+    """An API call failed: ``code`` is the service's error code (``None`` for transport failures)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        product: str,
+        action: str,
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        server_message: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.product = product
+        self.action = action
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+        self.server_message = server_message
+
+
+def describe_error(
+    *,
+    product: Product,
+    action: str,
+    code: str | None,
+    server_message: str,
+    access_key_id: str,
+    offset: float | None = None,
+) -> str:
+    """One actionable line for ``code``.
+
+    The service's message is quoted only for codes without an explanation here, and never
+    for ``SignatureDoesNotMatch`` (it echoes the string to sign, security token included).
+    """
+    prefix = f"{product.name} {action} failed ({code})"
+    if code == "SignatureDoesNotMatch":
+        return (
+            f"{prefix}: the request signature does not match; the AccessKey secret is not the one "
+            f"of AccessKey ID {access_key_id}. Check ALIBABA_CLOUD_ACCESS_KEY_SECRET (or its _FILE) "
+            "for a typo, a truncated copy or a secret of another key"
+        )
+    if code in ("InvalidAccessKeyId.NotFound", "InvalidAccessKeyId"):
+        return (
+            f"{prefix}: the AccessKey ID {access_key_id} is unknown to Alibaba Cloud (deleted, disabled "
+            "or mistyped). Check ALIBABA_CLOUD_ACCESS_KEY_ID or create a new AccessKey in the RAM console"
+        )
+    if code == "InvalidTimeStamp.Expired":
+        if offset is None:
+            clock = "the clock of this machine is probably off by more than 15 minutes"
+        else:
+            minutes = round(abs(offset) / 60)
+            unit = "minute" if minutes == 1 else "minutes"
+            direction = "behind" if offset > 0 else "ahead of"
+            clock = (
+                f"the clock is off by {minutes} {unit} (this machine is {direction} Alibaba Cloud's time; "
+                "requests must be within 15 minutes)"
+            )
+        return f"{prefix}: {clock}. Synchronise the system clock (NTP, chrony or systemd-timesyncd)"
+    if code in _FORBIDDEN_CODES:
+        return (
+            f"{prefix}: the RAM user of AccessKey {access_key_id} may not call {action}. Grant it the "
+            f"actions {', '.join(product.ram_actions)}, or attach the system policy {product.ram_policy}"
+        )
+    if code is not None and code.startswith("InvalidSecurityToken"):
+        return (
+            f"{prefix}: the STS security token was rejected (expired or not issued for this AccessKey); "
+            "refresh ALIBABA_CLOUD_SECURITY_TOKEN together with the AccessKey ID and secret"
+        )
+    if code in RETRYABLE_CODES:
+        return f"{prefix}: Alibaba Cloud kept refusing with a temporary error; retry later"
+    detail = f": {clean(server_message, 300)}" if server_message else ""
+    return f"{prefix}{detail}"
+
+
+class RpcClient:
+    """Signed calls to one product's API.
+
+    The keyword arguments tune retries (``max_attempts`` per call, back-off from
+    ``retry_delay`` doubling up to ``max_retry_delay`` seconds, with jitter) and let
+    tests supply the ``clock`` and an httpx ``transport``. Use one instance from one
+    event loop; ``aclose`` it (or use ``async with``).
+    """
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        max_attempts: int = 5,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 8.0,
+        timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        import httpx
+
+        self.settings = settings
+        self._max_attempts = max(1, max_attempts)
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._clock = clock or (lambda: datetime.now(UTC))
+        url = httpx.URL(settings.endpoint)
+        self._url = str(url.copy_with(path="/", query=None, fragment=None))
+        self._host = url.netloc.decode("ascii")
+        self._http = httpx.AsyncClient(timeout=timeout, verify=True, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, action: str, params: Mapping[str, str | int | bool] | None = None) -> dict[str, Any]:
+        """Sign and send ``action``; the answer's JSON object, or :class:`AliCloudError`.
+
+        Values are sent as strings (``True`` as ``true``); ``RegionId`` is added for
+        regional products unless given.
+        """
+        import httpx
+
+        product = self.settings.product
+        fields = {k: _text(v) for k, v in (params or {}).items()}
+        if product.needs_region and self.settings.region and "RegionId" not in fields:
+            fields["RegionId"] = self.settings.region
+        for attempt in range(1, self._max_attempts + 1):
+            request = self._build(action, fields)
+            last = attempt == self._max_attempts
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                if last:
+                    raise AliCloudError(
+                        f"cannot reach {product.name} at {self.settings.endpoint} ({type(exc).__name__}: "
+                        f"{clean(str(exc), 200)}); check the network and {product.endpoint_var}",
+                        product=product.name,
+                        action=action,
+                    ) from None
+                log.debug("%s: %s attempt %d: %s", product.name, action, attempt, type(exc).__name__)
+                await self._backoff(attempt)
+                continue
+            body = json_object(response)
+            code = body.get("Code") if body is not None else None
+            if response.status_code < 400 and body is not None and not code:
+                log.debug("%s: %s ok", product.name, action)
+                return body
+            if (code in RETRYABLE_CODES or response.status_code >= 500) and not last:
+                log.debug("%s: %s attempt %d: HTTP %d %s", product.name, action, attempt, response.status_code, code)
+                await self._backoff(attempt)
+                continue
+            raise self._error(action, response, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
+        """A freshly signed request: new nonce and UTC timestamp on every attempt."""
+        settings = self.settings
+        creds = settings.credentials
+        version = settings.product.version
+        nonce = uuid.uuid4().hex
+        now = self._clock()
+        if settings.signature_version == 1:
+            fields = signing.v1_common_params(
+                action, creds.access_key_id, nonce, now, creds.security_token, version=version
+            )
+            fields.update(params)
+            fields["Signature"] = signing.sign_v1("POST", fields, creds.access_key_secret)
+            return self._http.build_request(
+                "POST",
+                self._url,
+                content=signing.canonical_query(fields).encode("ascii"),
+                headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+            )
+        headers = signing.sign_v3(
+            method="POST",
+            host=self._host,
+            action=action,
+            query=params,
+            access_key_id=creds.access_key_id,
+            secret=creds.access_key_secret,
+            nonce=nonce,
+            moment=now,
+            security_token=creds.security_token,
+            version=version,
+        )
+        headers["accept"] = "application/json"
+        query = signing.canonical_query(params)
+        return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
+
+    async def _backoff(self, attempt: int) -> None:
+        import asyncio
+
+        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _error(self, action: str, response: httpx.Response, body: dict[str, Any] | None) -> AliCloudError:
+        product = self.settings.product
+        if body is None:
+            return AliCloudError(
+                f"{product.name} {action} failed: HTTP {response.status_code} with a non-JSON answer "
+                f"({clean(response.text, 200)!r}); check {product.endpoint_var}",
+                product=product.name,
+                action=action,
+                status=response.status_code,
+            )
+        code = str(body.get("Code") or f"HTTP{response.status_code}")
+        server_message = str(body.get("Message", ""))
+        message = describe_error(
+            product=product,
+            action=action,
+            code=code,
+            server_message=server_message,
+            access_key_id=self.settings.credentials.access_key_id,
+            offset=clock_offset(response.headers.get("date"), self._clock()),
+        )
+        request_id = body.get("RequestId")
+        if request_id:
+            message += f" [RequestId {clean(str(request_id), 80)}]"
+        return AliCloudError(
+            message,
+            product=product.name,
+            action=action,
+            code=code,
+            status=response.status_code,
+            request_id=str(request_id) if request_id else None,
+            server_message=server_message,
+        )
+
+
+def _text(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
