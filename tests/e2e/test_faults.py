@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from certsmith.acme.client import AcmeClient, RetryPolicy
-from certsmith.acme.errors import RequestTimeout
+from certsmith.acme.errors import PollTimeout, RequestTimeout
+from certsmith.acme.resources import Order
 from certsmith.crypto import generate_key
 from certsmith.testing.pebble import LOOPBACK, PebbleServer
 from tests.conftest import Cli
@@ -235,3 +236,51 @@ def _hostile(faulty: ProxiedCli, fault: Fault, expected: str) -> None:
     assert "Traceback" not in stderr and "\x1b" not in stderr and "\x07" not in stderr
     assert len(stderr) < 5000 and time.monotonic() - started < 60
     assert not (faulty.state_dir / "certificates" / "hostile.example.com").exists()
+
+
+def test_an_answer_trickled_byte_by_byte_hits_the_overall_deadline(proxy: FaultProxy) -> None:
+    """Each byte comes within the read time-out; only the deadline for the whole exchange ends it."""
+    proxy.reset()
+    proxy.add(Fault("^/dir", "trickle", method="GET", delay=0.2, times=5))
+
+    async def directory() -> None:
+        client = AcmeClient(
+            proxy.directory_url, generate_key(), ca_bundle=proxy.ca_path, timeout=0.5,
+            retry=RetryPolicy(attempts=2, base=0.05),
+        )
+        async with client:
+            await client.directory()
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout, match=r"timed out after 2s in all: the answer came too slowly \(2 tries\)"):
+        asyncio.run(directory())
+    assert time.monotonic() - started < 10
+    proxy.reset()
+
+
+def test_random_bytes_instead_of_an_answer_are_one_clean_line(faulty: ProxiedCli) -> None:
+    _hostile(faulty, Fault("^/order-plz", "garbage"), "cannot reach the CA")
+
+
+def test_an_order_processing_forever_ends_at_the_poll_deadline(faulty: ProxiedCli) -> None:
+    """A CA that never finishes an order: the poll gives up at its deadline, having honoured Retry-After."""
+    assert faulty.proxy is not None
+    proxy = faulty.proxy
+    order_json = {"status": "processing", "identifiers": [{"type": "dns", "value": "slow.example.com"}],
+                  "authorizations": [], "finalize": f"{proxy.base_url}/finalize-order/x"}
+    proxy.add(Fault("^/my-order/forever$", "respond", status=200, times=1000,
+                    headers={"Content-Type": "application/json", "Retry-After": "1"},
+                    body=json.dumps(order_json).encode()))
+
+    async def poll() -> int:
+        client = AcmeClient(proxy.directory_url, generate_key(), ca_bundle=proxy.ca_path)
+        async with client:
+            await client.register(agree_tos=True)
+            order = Order.from_json(f"{proxy.base_url}/my-order/forever", order_json)
+            with pytest.raises(PollTimeout, match=r"is still processing after 4s"):
+                await client.poll_order(order, timeout=4)
+        return len(proxy.requests("^/my-order/forever$"))
+
+    started = time.monotonic()
+    polls = asyncio.run(poll())
+    assert 2 <= polls <= 5 and time.monotonic() - started < 15  # about one poll a second, then it stops

@@ -12,7 +12,9 @@ and returns Pebble's answer, unless a :class:`Fault` matches the request:
 * ``forward-then-status``: Pebble processes it, the client gets ``status`` instead;
 * ``delay``: the answer comes ``delay`` seconds late (past the client's timeout);
 * ``respond``: a hostile answer instead of Pebble's (``status``, ``headers``, ``body``);
-* ``forward-add-headers``: Pebble's answer with ``extra_headers`` (name, value pairs) added.
+* ``forward-add-headers``: Pebble's answer with ``extra_headers`` (name, value pairs) added;
+* ``trickle``: Pebble's answer one byte every ``delay`` seconds (a slowloris CA);
+* ``garbage``: 4 KiB of random bytes instead of an HTTP answer.
 
 It runs its own event loop in a thread, so a test can drive the CLI in a subprocess or the
 library in its own loop while faults are added and the log is read.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import re
 import socket
 import ssl
@@ -160,6 +163,8 @@ class FaultProxy:
                 assert fault is not None
                 status = fault.status
                 await _answer(writer, _canned_response(fault))
+            elif action == "garbage":
+                await _answer(writer, random.Random(len(path)).randbytes(4096))
             else:
                 if action == "delay":
                     assert fault is not None
@@ -173,6 +178,12 @@ class FaultProxy:
                     head, _, rest = response.partition(b"\r\n\r\n")
                     added = "".join(f"\r\n{name}: {value}" for name, value in fault.extra_headers).encode("latin-1")
                     await _answer(writer, head + added + b"\r\n\r\n" + rest)
+                elif action == "trickle":
+                    assert fault is not None
+                    for byte in response:  # one byte every `delay` seconds, each well within a read time-out
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                        await asyncio.sleep(fault.delay)
                 elif action == "forward-then-status":
                     assert fault is not None
                     status = fault.status

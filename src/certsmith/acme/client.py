@@ -327,8 +327,18 @@ class AcmeClient:
         if on_wire:
             wire.log_request(number, method, url, content)
         self._in_flight += 1
+        deadline = self.timeout * EXCHANGE_DEADLINE_FACTOR
         try:
-            response = await self._bounded(method, url, content, headers)
+            response = await asyncio.wait_for(self._bounded(method, url, content, headers), deadline)
+        except TimeoutError:
+            # each read has its own time-out; a CA that trickles its answer byte by byte needs this one
+            error = RequestTimeout(
+                f"{method} {url} timed out after {deadline:g}s in all: the answer came too slowly",
+                method=method, url=url,
+            )
+            if on_wire:
+                wire.log_failure(number, method, url, error)
+            raise error from None
         except httpx.HTTPError as exc:
             error = _transport_error(exc, method, url, self.ca_bundle, self.timeout)
             if on_wire:
@@ -876,6 +886,9 @@ class AcmeClient:
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: The largest ACME response read (a chain of a few certificates is ~10 KB).
 MAX_RESPONSE_BYTES = 1 << 20
+#: One exchange (connect, send, the whole answer) may take at most this many times the
+#: per-read time-out: a trickling answer would otherwise reset the read time-out forever.
+EXCHANGE_DEADLINE_FACTOR = 4
 #: Certificates in one chain (a leaf, its intermediates and perhaps a cross-signed root).
 MAX_CHAIN_LENGTH = 10
 _MAX_NONCE = 512
