@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,8 @@ class RenewOutcome:
     reason: str
     error: str | None = None
     result: IssueResult | None = None
+    #: What failed, for a caller that turns it into advice (the CLI); not part of the JSON.
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "renewed": self.renewed, "reason": self.reason}
@@ -524,7 +526,7 @@ class Manager:
             await solver.cleanup(job_list)
         failed = {a.name: a.error for a in results if a.status != AuthorizationStatus.VALID}
         if failed:
-            raise ValidationFailed(failed)
+            raise ValidationFailed(failed, challenge_type=settings.challenge)
         self.event("validated", f"{label}: {len(jobs)} authorization(s) valid")
 
     # -- renewal and revocation ------------------------------------------------------
@@ -584,7 +586,7 @@ class Manager:
         )
         for (name, _, reason), result in zip(todo, results, strict=True):
             if isinstance(result, CertsmithError):
-                outcomes[name] = RenewOutcome(name, False, reason, error=str(result))
+                outcomes[name] = RenewOutcome(name, False, reason, error=str(result), exception=result)
             elif isinstance(result, BaseException):
                 raise result
             else:

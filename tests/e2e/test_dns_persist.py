@@ -143,6 +143,23 @@ def test_the_record_stays_valid_after_an_account_key_rollover(registered_cli: Cl
     assert renewed["ok"], renewed
 
 
+def test_a_renewal_whose_record_is_gone_says_how_to_check_it(registered_cli: Cli) -> None:
+    cli = registered_cli
+    [record] = records(cli, "gone.example.com")
+    srv_of(cli).set_txt_values(record["name"], [record["value"]])
+    cli.run("issue", "-d", "gone.example.com", "--challenge", "dns-persist-01")
+    srv_of(cli).set_txt_values(record["name"], [])
+    result = cli.run("renew", "--force", "gone.example.com", check=False)
+    assert result.returncode == 1
+    assert "gone.example.com: failed (validation failed for gone.example.com" in result.stdout, result
+    assert "; check the standing _validation-persist records with: certsmith persist check -d gone.example.com" \
+        in result.stdout
+    failed = json.loads(cli.run("--json", "renew", "--force", "gone.example.com", check=False).stdout)
+    assert failed["results"][0]["advice"].endswith("persist check -d gone.example.com")
+    issued = cli.run("issue", "-d", "*.gone.example.com", "--challenge", "dns-persist-01", check=False)
+    assert "certsmith persist check -d '*.gone.example.com'" in issued.stderr, issued.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

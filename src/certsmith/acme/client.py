@@ -332,13 +332,13 @@ class AcmeClient:
             response = await asyncio.wait_for(self._bounded(method, url, content, headers), deadline)
         except TimeoutError:
             # each read has its own time-out; a CA that trickles its answer byte by byte needs this one
-            error = RequestTimeout(
+            slow = RequestTimeout(
                 f"{method} {url} timed out after {deadline:g}s in all: the answer came too slowly",
                 method=method, url=url,
             )
             if on_wire:
-                wire.log_failure(number, method, url, error)
-            raise error from None
+                wire.log_failure(number, method, url, slow)
+            raise slow from None
         except httpx.HTTPError as exc:
             error = _transport_error(exc, method, url, self.ca_bundle, self.timeout)
             if on_wire:

@@ -388,10 +388,12 @@ def problem_error(
 
 
 class ValidationFailed(AcmeError):
-    """One or more authorizations became invalid; carries the CA's problem per name."""
+    """One or more authorizations became invalid; carries the CA's problem per name and,
+    when known, the challenge type that was tried."""
 
-    def __init__(self, failures: dict[str, Problem | None]) -> None:
+    def __init__(self, failures: dict[str, Problem | None], *, challenge_type: str | None = None) -> None:
         self.failures = failures
+        self.challenge_type = challenge_type
         parts = []
         for name, problem in failures.items():
             parts.append(f"{name}: {problem.describe() if problem else 'authorization is invalid'}")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import ModuleType
 
-    from certsmith.manager import Manager
+    from certsmith.manager import Manager, RenewOutcome
     from certsmith.storage.files import FileStore
 
 T = TypeVar("T")
@@ -592,7 +592,7 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
             await manager.clean_leftovers()
             narrowed = manager.directory_url if ctx.directory else None
             outcomes = await manager.renew(_lineage_names(names), force=force, directory_url=narrowed)
-            return [outcome.to_json() for outcome in outcomes]
+            return [_renew_json(outcome) for outcome in outcomes]
 
     outcomes = _run(ctx, run)
     failed = [o for o in outcomes if o.get("error")]
@@ -606,7 +606,8 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
                 continue
             state = "renewed" if outcome["renewed"] else "failed" if outcome.get("error") else "kept"
             detail = outcome.get("error") or outcome.get("deploy_error") or outcome["reason"]
-            click.echo(f"{outcome['name']}: {state} ({detail})")
+            hint = f"; {outcome['advice']}" if outcome.get("advice") else ""
+            click.echo(f"{outcome['name']}: {state} ({detail}){hint}")
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
     _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
@@ -665,6 +666,17 @@ def delete(ctx: Context, name: str, revoke_first: bool, reason: str, yes: bool) 
 
     result = _run(ctx, run)
     ctx.emit(result, lambda: click.echo(f"{lineage}: deleted" + (" (revoked first)" if result["revoked"] else "")))
+
+
+def _renew_json(outcome: RenewOutcome) -> dict[str, Any]:
+    """One lineage's renewal outcome, with advice naming flags or commands when it failed."""
+    from certsmith.cli.advice import advice
+
+    data = outcome.to_json()
+    hint = advice(outcome.exception) if outcome.exception is not None else None
+    if hint:
+        data["advice"] = hint
+    return data
 
 
 def _lineage_names(names: tuple[str, ...]) -> list[str]:

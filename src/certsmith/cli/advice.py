@@ -64,6 +64,9 @@ def advice(exc: BaseException) -> str | None:
         if exc.instance:
             return f"follow the CA's instructions at {exc.instance}, then run the command again"
         return "add --agree-tos to accept the CA's terms of service"
+    if isinstance(exc, errors.ValidationFailed) and exc.challenge_type == "dns-persist-01":
+        names = " ".join(f"-d {_shell_word(name)}" for name in exc.failures)
+        return f"check the standing _validation-persist records with: certsmith persist check {names}"
     if isinstance(exc, errors.RateLimited) and exc.retry_after is not None:
         minutes = max(1, round(exc.retry_after / 60))
         return f"the CA asks to wait about {minutes} minute{'s' if minutes != 1 else ''} before trying again"
@@ -103,3 +106,8 @@ def _profiles(offered: tuple[str, ...]) -> str:
     if not offered:
         return "drop --profile"
     return "choose --profile from: " + ", ".join(offered)
+
+
+def _shell_word(text: str) -> str:
+    """``text`` quoted for a shell when it needs it (a wildcard name does)."""
+    return text if text.replace(".", "").replace("-", "").isalnum() else f"'{text}'"
