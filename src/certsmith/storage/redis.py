@@ -364,7 +364,9 @@ class RedisStore:
         with self._guard(what), self._client.pipeline() as pipe:
             for _attempt in range(_WRITE_RETRIES):
                 try:
-                    cast("Callable[..., None]", pipe.watch)(*watch, *([fence_key] if fence_key else []))
+                    watched = (*watch, *([fence_key] if fence_key else []))
+                    if watched:
+                        cast("Callable[..., None]", pipe.watch)(*watched)
                     if lease is not None and fence_key is not None:
                         current = _bytes(pipe.get(fence_key))
                         if current != str(lease.fence).encode():
@@ -722,8 +724,6 @@ class RedisStore:
 
     def _acquire_steps(self, lock_id: str, what: str, wait: float) -> Iterator[float]:
         """Try to take the lease, yielding pauses to sleep between tries; LockedError after ``wait``."""
-        if lock_id in self._leases:
-            raise LockedError(f"{what} is in use by this certsmith process (pid {os.getpid()})")
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             lease, holder, left = self._try_acquire(lock_id)
