@@ -5,8 +5,8 @@
 set -euo pipefail
 
 VENV=${VENV:-.venv}
-PACKAGES=(pebble bind9 openssl ca-certificates python3-venv systemd)
-COMMANDS=(pebble pebble-challtestsrv named openssl systemd-analyze)
+PACKAGES=(pebble bind9 openssl ca-certificates python3-venv systemd redis-server)
+COMMANDS=(pebble pebble-challtestsrv named openssl systemd-analyze redis-server)
 
 missing=0
 for cmd in "${COMMANDS[@]}"; do
@@ -25,8 +25,11 @@ if [ "$missing" = 1 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 fi
-# Debian starts named as a service on install; the tests run their own on free ports.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop named >/dev/null 2>&1 || true; fi
+# Debian starts named and redis-server as services on install; the tests run their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop named >/dev/null 2>&1 || true
+    systemctl stop redis-server >/dev/null 2>&1 || true
+fi
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

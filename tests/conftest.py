@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from certsmith.testing.pebble import PebbleProfile, PebbleServer
+from tests.support.redis_server import RedisServer
 
 CERTSMITH = [sys.executable, "-m", "certsmith.cli"]
 
@@ -59,6 +60,26 @@ def pebble24(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port, without persistence, for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test (restarted first if an earlier test stopped it)."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
 
 
 # Variables that would let a developer's own settings leak into a test: certsmith's, the DNS

@@ -72,6 +72,18 @@ class LockedError(StorageError):
     """Another process holds the lock of this certificate lineage."""
 
 
+class StoreKeyMissing(ConfigError):
+    """A shared store needs its store key (to seal or open a private key) and none was given."""
+
+
+class LeaseLostError(StorageError):
+    """A write was refused: this process's lease on the lock expired and another process took it since.
+
+    Raised by a shared store (Redis) whose locks are leases with fencing numbers, so that a
+    process that stalled past its lease never overwrites the newer work of the next holder.
+    """
+
+
 class AccountError(ConfigError):
     """The ACME account needed for a step is missing, unusable, or cannot be registered as asked.
 

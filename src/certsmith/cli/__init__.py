@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from certsmith.manager import Manager, RenewOutcome
-    from certsmith.storage.files import FileStore
+    from certsmith.storage.base import Store
 
 T = TypeVar("T")
 
@@ -40,6 +40,9 @@ class Context:
     verbosity: int
     env_file: str | None = None
     lock_wait: float = 0.0
+    store_url: str | None = None
+    store_ca_bundle: str | None = None
+    store_insecure_keys: bool = False
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
@@ -60,10 +63,20 @@ class Context:
 
         return FileStore.default_root()
 
-    def store(self) -> FileStore:
-        from certsmith.storage.files import FileStore
+    def store(self) -> Store:
+        """The file store of --state-dir, or the shared store of --store (redis://...)."""
+        from certsmith.storage import open_store
 
-        return FileStore(self.state_path())
+        if not self.store_url:
+            if self.store_ca_bundle or self.store_insecure_keys:
+                from certsmith.errors import ConfigError
+
+                raise ConfigError("--store-ca-bundle and --store-insecure-keys need --store redis://... (or rediss://)")
+            return open_store(self.state_path())
+        return open_store(
+            self.store_url, env=self.environment(), ca_bundle=self.store_ca_bundle,
+            insecure_keys=self.store_insecure_keys,
+        )
 
     def manager(self) -> Manager:
         from pathlib import Path
@@ -292,6 +305,24 @@ def _lock_wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(dir_okay=False),
     help="KEY=VALUE file of provider secrets for unattended runs (0600; default /etc/certsmith/env for root).",
 )
+@click.option(
+    "--store",
+    "store_url",
+    envvar="CERTSMITH_STORE",
+    metavar="URL",
+    help="A store shared by several hosts instead of --state-dir: redis://[:password@]host:port/db or rediss://.",
+)
+@click.option(
+    "--store-ca-bundle",
+    envvar="CERTSMITH_STORE_CA_BUNDLE",
+    type=click.Path(dir_okay=False),
+    help="PEM file of roots to trust for a rediss:// store's TLS.",
+)
+@click.option(
+    "--store-insecure-keys",
+    is_flag=True,
+    help="Let --store keep private keys unencrypted when CERTSMITH_STORE_KEY(_FILE) is not set.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option(
     "-v",
@@ -308,12 +339,18 @@ def main(
     ca_bundle: str | None,
     state_dir: str | None,
     env_file: str | None,
+    store_url: str | None,
+    store_ca_bundle: str | None,
+    store_insecure_keys: bool,
     as_json: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Get and renew TLS certificates from Let's Encrypt and any other ACME CA."""
     click_ctx.obj = Context(directory, ca_bundle, state_dir, as_json, -1 if quiet else verbose, env_file)
+    click_ctx.obj.store_url = store_url
+    click_ctx.obj.store_ca_bundle = store_ca_bundle
+    click_ctx.obj.store_insecure_keys = store_insecure_keys
 
 
 # -- account -------------------------------------------------------------------------
@@ -698,7 +735,7 @@ def _lineages(ctx: Context, names: tuple[str, ...] = ()) -> list[dict[str, Any]]
     return rows
 
 
-def _lineage_row(store: FileStore, name: str, now: datetime) -> dict[str, Any]:
+def _lineage_row(store: Store, name: str, now: datetime) -> dict[str, Any]:
     """What ``list`` and ``show`` print for one lineage; a damaged one says why instead."""
     from certsmith.errors import ConfigError, StorageError
     from certsmith.policy import lineage_summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from certsmith.errors import AccountError, ListenError, LockedError
+from certsmith.errors import AccountError, LeaseLostError, ListenError, LockedError, StoreKeyMissing
 
 if TYPE_CHECKING:
     from certsmith.acme.errors import CertificateVerifyFailed
@@ -42,6 +42,11 @@ def advice(exc: BaseException) -> str | None:
         return _listen(exc)
     if isinstance(exc, LockedError):
         return "or add --wait SECONDS to wait for it"
+    if isinstance(exc, StoreKeyMissing):
+        return ("set CERTSMITH_STORE_KEY or CERTSMITH_STORE_KEY_FILE (the key every host of this --store uses), "
+                "or add --store-insecure-keys to keep private keys unencrypted in it")
+    if isinstance(exc, LeaseLostError):
+        return "this run stalled (a paused VM, a stopped process?); run it again: it sees the newer work"
     if "certsmith.acme.errors" not in sys.modules:
         return None  # nothing from the ACME layer ran, so it raised nothing; keeps error paths light
     from certsmith.acme import errors

@@ -1,0 +1,258 @@
+"""The Store contract, run against every store: FileStore (a directory) and RedisStore (a real redis-server).
+
+Only what the protocol promises is checked here (records and bytes, never paths); each
+store's own layout and crash safety are tested beside it (test_storage.py, test_redis_store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certsmith.errors import ConfigError, LockedError, StorageError
+from certsmith.storage import CertificateFiles, FileStore, RenewalState, Store
+from certsmith.storage.redis import RedisStore
+from tests.unit.test_storage import DIRECTORY, Pair, account, files_of, key_matches_cert, make_pair, meta_for
+
+STORE_KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def pairs() -> tuple[Pair, Pair]:
+    return make_pair("one.example.com"), make_pair("two.example.com")
+
+
+@pytest.fixture(params=["file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "file":
+        yield FileStore(tmp_path / "state")
+        return
+    url: str = request.getfixturevalue("redis_url")
+    redis_store = RedisStore.from_url(url, store_key=STORE_KEY)
+    try:
+        yield redis_store
+    finally:
+        redis_store.close()
+
+
+def save(store: Store, pair: Pair, name: str = "example.com", **changes: object) -> int:
+    return store.save_certificate(meta_for(pair, name, **changes), files_of(pair)).version
+
+
+def test_is_a_store(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_account_round_trip_and_separation(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    other = "https://acme.example.test:14000/other-dir"
+    assert store.load_account(DIRECTORY) is None
+    store.save_account(account(pairs[0]))
+    store.save_account(account(pairs[1], directory_url=other, url="https://x/acct/2"))
+    assert store.load_account(DIRECTORY) == account(pairs[0])
+    second = store.load_account(other)
+    assert second is not None and second.key_pem == pairs[1].key_pem
+    store.save_account(account(pairs[0], status="deactivated"))
+    loaded = store.load_account(DIRECTORY)
+    assert loaded is not None and loaded.status == "deactivated"
+
+
+@pytest.mark.parametrize("url", ["not a url", "/relative/dir", "ftp://x/dir", "https://host:99999/dir"])
+def test_bad_directory_url(store: Store, url: str) -> None:
+    with pytest.raises(ConfigError):
+        store.load_account(url)
+
+
+def test_pending_account_key_and_archive(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    store.archive_account_key(DIRECTORY)  # nothing stored: nothing to do
+    assert store.load_pending_account_key(DIRECTORY) is None
+    store.save_account(account(pairs[0]))
+    store.archive_account_key(DIRECTORY)
+    store.save_pending_account_key(DIRECTORY, pairs[1].key_pem)
+    assert store.load_pending_account_key(DIRECTORY) == pairs[1].key_pem
+    store.save_account(account(pairs[1]))
+    store.save_pending_account_key(DIRECTORY, None)
+    assert store.load_pending_account_key(DIRECTORY) is None
+    loaded = store.load_account(DIRECTORY)
+    assert loaded is not None and loaded.key_pem == pairs[1].key_pem
+
+
+def test_versions_are_numbered_by_the_store_and_kept(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    one, two = pairs
+    assert save(store, one, created_at="2020-01-01T00:00:00Z", version=7) == 1
+    assert save(store, two, created_at="") == 2
+    meta = store.load_meta("example.com")
+    assert meta is not None and meta.version == 2 and meta.serial == two.serial
+    assert meta.created_at == "2020-01-01T00:00:00Z" and meta.updated_at > "2024"
+    first, second = store.load_files("example.com", 1), store.load_files("example.com", 2)
+    assert first == files_of(one) and second == files_of(two)
+    assert second is not None and second.key_pem is not None and key_matches_cert(second.key_pem, second.cert_pem)
+    assert store.load_files("example.com", 99) is None
+    assert store.load_files("missing", 1) is None
+    assert store.load_meta("missing") is None
+
+
+def test_a_certificate_for_a_users_csr_stores_no_key(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    files = CertificateFiles(pairs[0].cert_pem, b"CHAIN", pairs[0].cert_pem + b"CHAIN", key_pem=None)
+    meta = store.save_certificate(meta_for(pairs[0], key_type="csr"), files)
+    assert store.load_files("example.com", meta.version) == files
+
+
+def test_lineage_names_sorted(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    assert store.lineage_names() == []
+    for name in ("b.example.com", "_.example.com", "a.example.com"):
+        save(store, pairs[0], name)
+    assert store.lineage_names() == ["_.example.com", "a.example.com", "b.example.com"]
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "-x", "a/b", "a:b", "a b", "a" * 201])
+def test_invalid_lineage_names(store: Store, pairs: tuple[Pair, Pair], name: str) -> None:
+    with pytest.raises(ConfigError, match="invalid certificate name"):
+        store.save_certificate(meta_for(pairs[0], name), files_of(pairs[0]))
+    with pytest.raises(ConfigError):
+        store.load_meta(name)
+    assert store.lineage_names() == []
+
+
+def test_renewal_state_belongs_to_one_version(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    version = save(store, pairs[0])
+    assert store.load_state("example.com") is None
+    state = RenewalState(version=version, ari_renew_at="2025-03-01T00:00:00Z", ari_next_check="x")
+    store.save_state("example.com", state)
+    assert store.load_state("example.com") == state
+    save(store, pairs[1])
+    assert store.load_state("example.com") is None  # it described the previous certificate
+
+
+def test_deploy_state_outlives_versions(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    save(store, pairs[0])
+    assert store.load_deploy_state("example.com") == {}
+    store.save_deploy_state("example.com", {"cas": {"id": 42}})
+    save(store, pairs[1])
+    assert store.load_deploy_state("example.com") == {"cas": {"id": 42}}
+
+
+def test_delete_lineage_removes_every_version(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    save(store, pairs[0])
+    save(store, pairs[1])
+    store.save_deploy_state("example.com", {"x": {}})
+    save(store, pairs[0], name="other.example.com")
+    with store.lock("example.com"):
+        store.delete_lineage("example.com")
+    assert store.load_meta("example.com") is None
+    assert store.load_files("example.com", 1) is None and store.load_files("example.com", 2) is None
+    assert store.load_deploy_state("example.com") == {}
+    assert store.lineage_names() == ["other.example.com"]
+    store.delete_lineage("example.com")  # already gone: nothing to do
+    assert save(store, pairs[1]) == 1  # a new lineage of the same name starts again
+
+
+def test_journal(store: Store) -> None:
+    assert store.journal_entries() == []
+    store.journal_add("a1", {"kind": "dns-01", "fqdn": "x"})
+    time.sleep(0.01)
+    store.journal_add("b2", {"kind": "http-01", "path": "/p"})
+    first, second = ("a1", {"kind": "dns-01", "fqdn": "x"}), ("b2", {"kind": "http-01", "path": "/p"})
+    assert store.journal_entries() == [first, second]
+    store.journal_remove("a1")
+    store.journal_remove("unknown")
+    assert store.journal_entries() == [second]
+    with pytest.raises(ConfigError):
+        store.journal_add("../x", {})
+
+
+def test_lock_is_exclusive_and_released(store: Store) -> None:
+    with store.lock("example.com"):
+        with pytest.raises(LockedError, match=r"'example\.com'.*in use"), store.lock("example.com"):
+            pytest.fail("lock acquired twice")
+        with store.lock("other.example.com"):  # other names are independent
+            pass
+        start = time.monotonic()
+        with pytest.raises(LockedError), store.lock("example.com", wait=0.3):
+            pass
+        assert time.monotonic() - start >= 0.3
+    with pytest.raises(RuntimeError), store.lock("example.com"):
+        raise RuntimeError("boom")
+    with store.lock("example.com"):  # released despite the exception
+        pass
+
+
+def test_alock_waits_without_blocking_the_loop(store: Store) -> None:
+    async def main() -> None:
+        async with store.alock("example.com"):
+            with pytest.raises(LockedError):
+                async with store.alock("example.com"):
+                    pass
+        holder = store.alock("example.com")
+        await holder.__aenter__()
+
+        async def let_go() -> None:
+            await asyncio.sleep(0.1)
+            await holder.__aexit__(None, None, None)
+
+        releaser = asyncio.create_task(let_go())
+        async with store.alock("example.com", wait=5.0):  # only works if the loop keeps running
+            pass
+        await releaser
+
+    asyncio.run(main())
+
+
+def test_account_lock_is_exclusive_per_ca(store: Store) -> None:
+    other = "https://other.example.test/dir"
+
+    async def run() -> None:
+        async with store.account_lock(DIRECTORY):
+            with pytest.raises(LockedError, match="account for https://acme"):
+                async with store.account_lock(DIRECTORY, wait=0.1):
+                    pass
+            async with store.account_lock(other):
+                pass
+        async with store.account_lock(DIRECTORY):
+            pass
+
+    asyncio.run(run())
+
+
+def test_concurrent_saves_under_the_lock_number_versions_once(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    """Eight threads each save four versions under the lock: 32 distinct versions, each whole."""
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for _ in range(4):
+                with store.lock("example.com", wait=30):
+                    save(store, pairs[i % 2])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    meta = store.load_meta("example.com")
+    assert meta is not None and meta.version == 32
+    for version in range(1, 33):
+        files = store.load_files("example.com", version)
+        assert files is not None and files.key_pem is not None and key_matches_cert(files.key_pem, files.cert_pem)
+
+
+def test_damaged_records_are_storage_errors_not_crashes(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    """A damaged current version reads as a StorageError, and does not prevent a new version."""
+    save(store, pairs[0])
+    if isinstance(store, FileStore):
+        (store.lineage_dir("example.com") / "meta.json").write_bytes(b"{broken")
+    else:
+        assert isinstance(store, RedisStore)
+        store._client.hset(store._lineage_key("example.com"), "meta", b"{broken")
+    with pytest.raises(StorageError, match=r"not valid JSON|invalid"):
+        store.load_meta("example.com")
+    assert save(store, pairs[1]) == 2
+    meta = store.load_meta("example.com")
+    assert meta is not None and meta.serial == pairs[1].serial
