@@ -7,8 +7,9 @@ parts, and these are they:
   capped, that honours a server's ``Retry-After``;
 * :class:`RecordLocks` -- one :class:`asyncio.Lock` per record (or per name), so a
   ``present`` and a ``cleanup`` of one record never interleave;
-* :class:`HttpApiProvider` -- the base class: one :class:`httpx.AsyncClient`, the
-  ``propagation_timeout`` / ``aclose`` / ``repr`` every provider has, and
+* :class:`ApiProvider` -- the config, the retry policy, and the ``repr`` and
+  ``propagation_timeout`` every provider has (alone, for an SDK-based provider);
+* :class:`HttpApiProvider` -- adds one :class:`httpx.AsyncClient`, ``aclose`` and
   :meth:`~HttpApiProvider.send_with_retries`, the one retry loop (transport error:
   back off; an answer the provider calls :class:`Retryable`: back off; anything else:
   the provider's result or its error);
@@ -113,15 +114,37 @@ def normalise(fqdn: str) -> str:
     return fqdn.strip().lower().rstrip(".") + "."
 
 
-class HttpApiProvider(Generic[C]):
-    """Base of the providers that call an HTTP API through one :class:`httpx.AsyncClient`.
+class ApiProvider(Generic[C]):
+    """What every provider of a remote API has: its config, a retry policy, ``repr`` and ``propagation_timeout``.
 
     A subclass sets ``info``, keeps its own ``__init__`` signature (its defaults are
-    part of its API) and passes the settings on; it calls :meth:`send_with_retries`
-    for every API call. Use one instance from one event loop.
+    part of its API) and passes the settings on. Subclass :class:`HttpApiProvider`
+    for an HTTP API; this class alone serves a provider that talks through an SDK
+    (``route53``).
     """
 
     info: ClassVar[ProviderInfo]
+
+    def __init__(self, config: C, *, retry: RetryPolicy) -> None:
+        self.config = config
+        self._retry = retry
+        self._log = logging.getLogger(type(self).__module__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    @property
+    def propagation_timeout(self) -> float:
+        """The config's ``propagation_timeout``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
+
+
+class HttpApiProvider(ApiProvider[C]):
+    """Base of the providers that call an HTTP API through one :class:`httpx.AsyncClient`.
+
+    Every API call goes through :meth:`send_with_retries`. Use one instance from one
+    event loop.
+    """
 
     def __init__(
         self,
@@ -133,18 +156,8 @@ class HttpApiProvider(Generic[C]):
     ) -> None:
         import httpx  # here, not at the top: reading `info` (certsmith dns list) must not need httpx
 
-        self.config = config
-        self._retry = retry
+        super().__init__(config, retry=retry)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._log = logging.getLogger(type(self).__module__)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r})"
-
-    @property
-    def propagation_timeout(self) -> float:
-        """The config's ``propagation_timeout``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
