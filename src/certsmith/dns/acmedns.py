@@ -43,12 +43,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object
 from certsmith._redact import add_secret
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, read_env
-from certsmith.dns.http_api import HttpApiProvider, Retryable, RetryPolicy
+from certsmith.dns.http_api import HttpApiProvider, HttpOptions, Retryable, RetryPolicy
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -217,22 +217,12 @@ class AcmeDnsProvider(HttpApiProvider[AcmeDnsConfig]):
         default_propagation_timeout=120.0,
     )
 
-    def __init__(
-        self,
-        config: AcmeDnsConfig,
-        *,
-        max_attempts: int = 4,
-        retry_delay: float = 0.5,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    default_retry = RetryPolicy(max_attempts=4, max_retry_delay=10.0)
+
+    def __init__(self, config: AcmeDnsConfig, **options: Unpack[HttpOptions]) -> None:
         import asyncio  # here, not at the top: reading `info` must not need it
 
-        super().__init__(
-            config,
-            retry=RetryPolicy(max_attempts, retry_delay, max_retry_delay=10.0),
-            timeout=config.http_timeout,
-            transport=transport,
-        )
+        super().__init__(config, **options)
         self._storage_lock = asyncio.Lock()
         self._live: dict[str, list[str]] = {}  # subdomain -> values presented and not cleaned up
 
@@ -240,6 +230,9 @@ class AcmeDnsProvider(HttpApiProvider[AcmeDnsConfig]):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``ACME_DNS_*`` (or acme.sh's ``ACMEDNS_*``) variables."""
         return cls(AcmeDnsConfig.from_env(env))
+
+    def _default_timeout(self) -> float:
+        return self.config.http_timeout
 
     # -- the contract --
 

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import RecordApiProvider, Retryable, RetryPolicy
+from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -377,26 +377,13 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
     )
 
     def __init__(
-        self,
-        config: AlidnsConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], datetime] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: AlidnsConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
         import asyncio  # here, not at the top: reading `info` (certsmith dns list) needs neither
 
         import httpx
 
-        super().__init__(
-            config,
-            retry=RetryPolicy(max_attempts, retry_delay, max_retry_delay),
-            timeout=timeout,
-            transport=transport,
-        )
+        super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
         url = httpx.URL(config.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))

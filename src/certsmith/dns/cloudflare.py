@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object, parse_retry_after
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import RecordApiProvider, Retryable, RetryPolicy
+from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable, RetryPolicy
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 if TYPE_CHECKING:
@@ -177,23 +177,12 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
         extra={"permissions": PERMISSIONS},
     )
 
-    def __init__(
-        self,
-        config: CloudflareConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    default_retry = RetryPolicy(max_retry_delay=30.0)
+
+    def __init__(self, config: CloudflareConfig, **options: Unpack[HttpOptions]) -> None:
         import asyncio  # here, not at the top: reading `info` must not need it
 
-        super().__init__(
-            config,
-            retry=RetryPolicy(max_attempts, retry_delay, max_retry_delay),
-            timeout=config.http_timeout,
-            transport=transport,
-        )
+        super().__init__(config, **options)
         self._zones: dict[str, Zone | None] = {}
         self._zones_lock = asyncio.Lock()
 
@@ -201,6 +190,9 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``CLOUDFLARE_*`` (or ``CF_*``) variables."""
         return cls(CloudflareConfig.from_env(env))
+
+    def _default_timeout(self) -> float:
+        return self.config.http_timeout
 
     # -- the contract: present and cleanup (RecordApiProvider) run these under the record's lock --
 

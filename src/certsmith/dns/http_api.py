@@ -29,7 +29,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 if TYPE_CHECKING:
     import asyncio
@@ -82,6 +82,21 @@ class RetryPolicy:
         import asyncio
 
         await asyncio.sleep(self.delay(attempt, retry_after))
+
+
+class HttpOptions(TypedDict, total=False):
+    """The keyword arguments every HTTP-API provider takes after its config.
+
+    ``max_attempts`` per call; back-off from ``retry_delay`` doubling up to
+    ``max_retry_delay`` seconds (see :class:`RetryPolicy`); ``timeout`` of one request
+    in seconds; an httpx ``transport`` (tests). Left out, the provider's defaults hold.
+    """
+
+    max_attempts: int
+    retry_delay: float
+    max_retry_delay: float
+    timeout: float
+    transport: httpx.AsyncBaseTransport | None
 
 
 @dataclass(frozen=True)
@@ -142,22 +157,31 @@ class ApiProvider(Generic[C]):
 class HttpApiProvider(ApiProvider[C]):
     """Base of the providers that call an HTTP API through one :class:`httpx.AsyncClient`.
 
-    Every API call goes through :meth:`send_with_retries`. Use one instance from one
-    event loop.
+    The constructor takes the config and :class:`HttpOptions`; a provider changes the
+    defaults with ``default_retry`` and :meth:`_default_timeout`, and extends
+    ``__init__`` only for what is its own (a clock, caches). Every API call goes
+    through :meth:`send_with_retries`. Use one instance from one event loop.
     """
 
-    def __init__(
-        self,
-        config: C,
-        *,
-        retry: RetryPolicy,
-        timeout: float,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    #: The retry settings a provider uses where the caller gives none.
+    default_retry: ClassVar[RetryPolicy] = RetryPolicy()
+
+    def __init__(self, config: C, **options: Unpack[HttpOptions]) -> None:
         import httpx  # here, not at the top: reading `info` (certsmith dns list) must not need httpx
 
+        default = self.default_retry
+        retry = RetryPolicy(
+            options.get("max_attempts", default.max_attempts),
+            options.get("retry_delay", default.retry_delay),
+            options.get("max_retry_delay", default.max_retry_delay),
+        )
         super().__init__(config, retry=retry)
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        timeout = options.get("timeout", self._default_timeout())
+        self._http = httpx.AsyncClient(timeout=timeout, transport=options.get("transport"))
+
+    def _default_timeout(self) -> float:
+        """Seconds one request may take unless ``timeout`` is given (a provider may read its config)."""
+        return 30.0
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -214,15 +238,8 @@ class RecordApiProvider(HttpApiProvider[C], Generic[C, R]):
     records, so ``cleanup`` deletes exactly what ``present`` created or adopted.
     """
 
-    def __init__(
-        self,
-        config: C,
-        *,
-        retry: RetryPolicy,
-        timeout: float,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(config, retry=retry, timeout=timeout, transport=transport)
+    def __init__(self, config: C, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, **options)
         self._created: dict[tuple[str, str], R] = {}
         self._lock_for: RecordLocks[tuple[str, str]] = RecordLocks()
 

@@ -22,12 +22,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object, parse_retry_after
 from certsmith.dns import huaweicloud_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import HttpApiProvider, RecordLocks, Retryable, RetryPolicy, normalise
+from certsmith.dns.http_api import HttpApiProvider, HttpOptions, RecordLocks, Retryable, normalise
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -205,26 +205,13 @@ class HuaweiCloudProvider(HttpApiProvider[HuaweiCloudConfig]):
     )
 
     def __init__(
-        self,
-        config: HuaweiCloudConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], datetime] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: HuaweiCloudConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
         import asyncio  # imported on use: `certsmith dns list` only reads `info`
 
         import httpx
 
-        super().__init__(
-            config,
-            retry=RetryPolicy(max_attempts, retry_delay, max_retry_delay),
-            timeout=timeout,
-            transport=transport,
-        )
+        super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
         url = httpx.URL(config.endpoint)
         self._host = url.netloc.decode("ascii")

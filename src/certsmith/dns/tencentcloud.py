@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith.dns import tencentcloud_signing as signing
 from certsmith.dns.alidns import Zone, select_zone, to_ascii
@@ -30,7 +30,7 @@ from certsmith.dns.base import (
     parse_int,
     read_env,
 )
-from certsmith.dns.http_api import RecordApiProvider, Retryable, RetryPolicy
+from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
@@ -193,26 +193,13 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
     )
 
     def __init__(
-        self,
-        config: TencentCloudConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], float] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: TencentCloudConfig, *, clock: Callable[[], float] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
         import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
 
         import httpx
 
-        super().__init__(
-            config,
-            retry=RetryPolicy(max_attempts, retry_delay, max_retry_delay),
-            timeout=timeout,
-            transport=transport,
-        )
+        super().__init__(config, **options)
         self._clock = clock or time.time
         url = httpx.URL(config.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
