@@ -28,7 +28,7 @@ from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -379,19 +379,11 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
     def __init__(
         self, config: AlidnsConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # here, not at the top: reading `info` (certsmith dns list) needs neither
-
-        import httpx
-
         super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
-        url = httpx.URL(config.endpoint)
-        self._url = str(url.copy_with(path="/", query=None, fragment=None))
-        self._host = url.netloc.decode("ascii")
-        self._zones: list[Zone] | None = None
-        self._zones_lock = asyncio.Lock()
-        self._info_lock = asyncio.Lock()
-        self._min_ttls: dict[str, int | None] = {}
+        self._url, self._host = endpoint_root(config.endpoint)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
+        self._min_ttls: LookupCache[str, int | None] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -420,10 +412,7 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
 
     async def zones(self) -> list[Zone]:
         """Every domain of the account (all ``DescribeDomains`` pages), cached."""
-        async with self._zones_lock:
-            if self._zones is None:
-                self._zones = await self._list_zones()
-            return list(self._zones)
+        return list(await self._zones.get(None, self._list_zones))
 
     async def _list_zones(self) -> list[Zone]:
         zones: list[Zone] = []
@@ -451,10 +440,7 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
 
     async def _ttl_for(self, zone: Zone) -> int:
         """The configured TTL, raised to the domain's ``MinTtl`` (looked up once per zone)."""
-        async with self._info_lock:
-            if zone.ascii not in self._min_ttls:
-                self._min_ttls[zone.ascii] = await self._min_ttl(zone)
-        minimum = self._min_ttls[zone.ascii]
+        minimum = await self._min_ttls.get(zone.ascii, lambda: self._min_ttl(zone))
         if minimum is not None and minimum > self.config.ttl:
             log.debug("alidns: TTL %d raised to the minimum %d of %s", self.config.ttl, minimum, zone.name)
             return minimum
@@ -602,8 +588,9 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
         code = str(body.get("Code") or f"HTTP{response.status_code}")
         server_message = str(body.get("Message", ""))
         zones = None
-        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and self._zones is not None:
-            zones = [z.name for z in self._zones]
+        known = self._zones.known(None)
+        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and known is not None:
+            zones = [z.name for z in known]
         message = describe_error(
             action=action,
             code=code,

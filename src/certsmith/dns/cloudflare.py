@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object, parse_retry_after
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable, RetryPolicy
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, RetryPolicy
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 if TYPE_CHECKING:
@@ -180,11 +181,8 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
     default_retry = RetryPolicy(max_retry_delay=30.0)
 
     def __init__(self, config: CloudflareConfig, **options: Unpack[HttpOptions]) -> None:
-        import asyncio  # here, not at the top: reading `info` must not need it
-
         super().__init__(config, **options)
-        self._zones: dict[str, Zone | None] = {}
-        self._zones_lock = asyncio.Lock()
+        self._zones: LookupCache[str, Zone | None] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -218,10 +216,7 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
         """The zone holding ``fqdn``: ``GET /zones?name=`` for each parent name, longest first, cached."""
         tried = candidate_zones(fqdn)
         for name in tried:
-            async with self._zones_lock:
-                if name not in self._zones:
-                    self._zones[name] = await self._zone_named(name)
-                zone = self._zones[name]
+            zone = await self._zones.get(name, partial(self._zone_named, name))
             if zone is not None:
                 return zone
         raise CloudflareError(

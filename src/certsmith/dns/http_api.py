@@ -5,6 +5,7 @@ parts, and these are they:
 
 * :class:`RetryPolicy` -- attempts per call and an exponential back-off with jitter,
   capped, that honours a server's ``Retry-After``;
+* :class:`LookupCache` -- a look-up (zones) asked once per key;
 * :class:`RecordLocks` -- one :class:`asyncio.Lock` per record (or per name), so a
   ``present`` and a ``cleanup`` of one record never interleave;
 * :class:`ApiProvider` -- the config, the retry policy, and the ``repr`` and
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+V = TypeVar("V")
 
 
 class ProviderConfig(Protocol):
@@ -122,6 +124,41 @@ class RecordLocks(Generic[K]):
         import asyncio
 
         return self._locks.setdefault(key, asyncio.Lock())
+
+
+class LookupCache(Generic[K, V]):
+    """Answers of a look-up (the account's zones, a zone's settings), asked once per key.
+
+    One lock for all keys: a second caller waits for the first one's answer instead of
+    asking the API again.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[K, V] = {}
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self, key: K, lookup: Callable[[], Awaitable[V]]) -> V:
+        """The answer for ``key``, from ``lookup()`` the first time."""
+        import asyncio
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if key not in self._values:
+                self._values[key] = await lookup()
+            return self._values[key]
+
+    def known(self, key: K) -> V | None:
+        """The answer for ``key`` if it was looked up already (for messages), else ``None``."""
+        return self._values.get(key)
+
+
+def endpoint_root(endpoint: str) -> tuple[str, str]:
+    """The URL of ``endpoint``'s root path and its host (``host[:port]``, as signatures want it)."""
+    import httpx
+
+    url = httpx.URL(endpoint)
+    return str(url.copy_with(path="/", query=None, fragment=None)), url.netloc.decode("ascii")
 
 
 def normalise(fqdn: str) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 from certsmith._http import json_object, parse_retry_after
 from certsmith.dns import huaweicloud_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import HttpApiProvider, HttpOptions, RecordLocks, Retryable, normalise
+from certsmith.dns.http_api import HttpApiProvider, HttpOptions, LookupCache, RecordLocks, Retryable, normalise
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -207,17 +207,14 @@ class HuaweiCloudProvider(HttpApiProvider[HuaweiCloudConfig]):
     def __init__(
         self, config: HuaweiCloudConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # imported on use: `certsmith dns list` only reads `info`
-
-        import httpx
+        import httpx  # imported on use: `certsmith dns list` only reads `info`
 
         super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
         url = httpx.URL(config.endpoint)
         self._host = url.netloc.decode("ascii")
         self._base_path = url.path.rstrip("/")
-        self._zones: dict[str, Zone | None] = {}
-        self._zones_lock = asyncio.Lock()
+        self._zones: LookupCache[str, Zone | None] = LookupCache()
         self._lock: RecordLocks[str] = RecordLocks()
         self._ours: set[tuple[str, str]] = set()
 
@@ -304,17 +301,17 @@ class HuaweiCloudProvider(HttpApiProvider[HuaweiCloudConfig]):
         )
 
     async def _zone_named(self, candidate: str) -> Zone | None:
-        async with self._zones_lock:
-            if candidate not in self._zones:
-                body = await self._request(
-                    "GET", "/v2/zones", "list zones", query={"type": "public", "name": candidate.rstrip(".")}
-                )
-                found = None
-                for zone in body.get("zones") or []:
-                    if isinstance(zone, dict) and str(zone.get("name", "")).lower().rstrip(".") + "." == candidate:
-                        found = Zone(id=str(zone["id"]), name=candidate)
-                self._zones[candidate] = found
-            return self._zones[candidate]
+        return await self._zones.get(candidate, lambda: self._ask_zone(candidate))
+
+    async def _ask_zone(self, candidate: str) -> Zone | None:
+        body = await self._request(
+            "GET", "/v2/zones", "list zones", query={"type": "public", "name": candidate.rstrip(".")}
+        )
+        found = None
+        for zone in body.get("zones") or []:
+            if isinstance(zone, dict) and str(zone.get("name", "")).lower().rstrip(".") + "." == candidate:
+                found = Zone(id=str(zone["id"]), name=candidate)
+        return found
 
     async def _find_set(self, zone: Zone, name: str) -> dict[str, Any] | None:
         """The TXT record set named exactly ``name`` (the server's filter is fuzzy)."""

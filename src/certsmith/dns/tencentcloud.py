@@ -30,7 +30,7 @@ from certsmith.dns.base import (
     parse_int,
     read_env,
 )
-from certsmith.dns.http_api import HttpOptions, RecordApiProvider, Retryable
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
@@ -195,17 +195,10 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
     def __init__(
         self, config: TencentCloudConfig, *, clock: Callable[[], float] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
-
-        import httpx
-
         super().__init__(config, **options)
         self._clock = clock or time.time
-        url = httpx.URL(config.endpoint)
-        self._url = str(url.copy_with(path="/", query=None, fragment=None))
-        self._host = url.netloc.decode("ascii")
-        self._zones: list[Zone] | None = None
-        self._zones_lock = asyncio.Lock()
+        self._url, self._host = endpoint_root(config.endpoint)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -234,10 +227,7 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
 
     async def zones(self) -> list[Zone]:
         """Every domain of the account (all ``DescribeDomainList`` pages), cached."""
-        async with self._zones_lock:
-            if self._zones is None:
-                self._zones = await self._list_zones()
-            return list(self._zones)
+        return list(await self._zones.get(None, self._list_zones))
 
     async def _list_zones(self) -> list[Zone]:
         zones: list[Zone] = []
