@@ -203,7 +203,7 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
     async def _delete_record(self, fqdn: str, value: str, created: tuple[Zone, str]) -> None:
         zone, record_id = created
         try:
-            await self._call("DELETE", f"/zones/{zone.id}/dns_records/{record_id}", zone=zone)
+            await self._send("DELETE", f"/zones/{zone.id}/dns_records/{record_id}", zone=zone)
         except CloudflareError as exc:
             if not set(exc.codes) & GONE_CODES:
                 raise
@@ -226,7 +226,8 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
         )
 
     async def _zone_named(self, name: str) -> Zone | None:
-        result = await self._call("GET", "/zones", params={"name": name}, zone_lookup=True)
+        body = await self._send("GET", "/zones", params={"name": name}, zone_lookup=True)
+        result = body.get("result")
         zones = result if isinstance(result, list) else []
         for item in zones:
             if isinstance(item, dict) and str(item.get("name", "")).lower().rstrip(".") == name:
@@ -236,7 +237,7 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
     async def _create(self, zone: Zone, fqdn: str, value: str) -> str:
         body = {"type": "TXT", "name": fqdn.rstrip("."), "content": value, "ttl": self.config.ttl}
         try:
-            result = await self._call("POST", f"/zones/{zone.id}/dns_records", json=body, zone=zone)
+            answer = await self._send("POST", f"/zones/{zone.id}/dns_records", json=body, zone=zone)
         except CloudflareError as exc:
             if not set(exc.codes) & DUPLICATE_CODES:
                 raise
@@ -250,6 +251,7 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
                     status=status,
                 ),
             )
+        result = answer.get("result")
         if not isinstance(result, dict) or "id" not in result:
             raise CloudflareError(f"Cloudflare created TXT {fqdn} but returned no record id")
         return str(result["id"])
@@ -295,19 +297,6 @@ class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
         records = [r for r in result if isinstance(r, dict)] if isinstance(result, list) else []
         info = body.get("result_info")
         return records, info if isinstance(info, dict) else {}
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        zone: Zone | None = None,
-        zone_lookup: bool = False,
-    ) -> Any:
-        body = await self._send(method, path, params=params, json=json, zone=zone, zone_lookup=zone_lookup)
-        return body.get("result")
 
     async def _send(
         self,
