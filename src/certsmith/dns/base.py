@@ -36,6 +36,11 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    default), and the async ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
    Import heavy libraries (httpx, SDKs) inside the methods that need them, so that
    ``certsmith dns list`` can read ``info`` without them.
+   A provider for an HTTP API subclasses :class:`certsmith.dns.http_api.RecordApiProvider`
+   (records with ids) or :class:`~certsmith.dns.http_api.HttpApiProvider` (record sets,
+   anything else): they hold the httpx client, the retry options and back-off, the one
+   retry loop (``send_with_retries``), per-record locks and the map of created records,
+   so the provider writes only its signing, its calls and its error messages.
 4. An entry in ``_BUILTINS`` (or a ``certsmith.dns_providers`` entry point), then run
    ``python scripts/dns_providers_readme.py`` to regenerate the README's table.
 5. Tests: a valid environment in ``GOOD_ENV`` of ``tests/unit/test_dns_providers.py``
