@@ -5,10 +5,14 @@ Imports httpx only for type checking, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
+
+_MAX_RETRY_AFTER = 366 * 86400  # a year; more is a broken server, and a float overflow waiting to happen
 
 
 def json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -18,3 +22,25 @@ def json_object(response: httpx.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
+
+    Returns ``None`` when the header is absent or unparsable; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) > 64:
+        return None  # neither a sane number of seconds nor a date
+    if text.isdigit():
+        return float(min(int(text), _MAX_RETRY_AFTER))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    current = now or datetime.datetime.now(datetime.UTC)
+    return max(0.0, (when - current).total_seconds())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import email.utils
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certsmith._http import json_object
+from certsmith._http import parse_retry_after as parse_retry_after  # re-exported: part of the client API
 from certsmith._redact import add_secret
 from certsmith._text import clean
 from certsmith._version import __version__
@@ -95,31 +95,6 @@ class DirectoryCache(Protocol):
     def put(self, url: str, document: Any) -> None: ...
 
     def drop(self, url: str) -> None: ...
-
-
-_MAX_RETRY_AFTER = 366 * 86400  # a year; more is a broken server, and a float overflow waiting to happen
-
-
-def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
-
-    Returns ``None`` when the header is absent or unparsable; a date in the past gives 0.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if len(text) > 64:
-        return None  # neither a sane number of seconds nor a date
-    if text.isdigit():
-        return float(min(int(text), _MAX_RETRY_AFTER))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    current = now or datetime.datetime.now(datetime.UTC)
-    return max(0.0, (when - current).total_seconds())
 
 
 def parse_links(headers: httpx.Headers, base_url: str) -> list[tuple[str, str]]:

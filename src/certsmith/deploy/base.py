@@ -47,14 +47,13 @@ Order: targets run in the order given, except that targets whose info says
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
+from certsmith import _plugins
 from certsmith._redact import add_secret
 from certsmith.errors import ConfigError, DeployError
 from certsmith.storage.base import CertificateFiles
@@ -424,43 +423,22 @@ _BUILTINS: dict[str, str] = {
 ENTRY_POINT_GROUP = "certsmith.deploy_targets"
 
 
-def _entry_points() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def _all_targets() -> dict[str, str]:
-    targets = dict(_entry_points())
-    targets.update(_BUILTINS)  # a built-in of the same name wins
-    return targets
-
-
 def builtin_targets() -> list[str]:
     return sorted(_BUILTINS)
 
 
 def available_targets() -> list[str]:
     """Every target, built-in or installed, sorted."""
-    return sorted(name for name, ref in _all_targets().items() if _importable(ref))
-
-
-def _importable(ref: str) -> bool:
-    try:
-        return importlib.util.find_spec(ref.partition(":")[0]) is not None
-    except ModuleNotFoundError:
-        return False
+    return _plugins.importable(_plugins.registered(_BUILTINS, ENTRY_POINT_GROUP))
 
 
 def target_class(name: str) -> type[DeployTarget]:
     """The class registered as ``name``; imported on first use."""
-    ref = _all_targets().get(name)
+    ref = _plugins.registered(_BUILTINS, ENTRY_POINT_GROUP).get(name)
     if ref is None:
         raise ConfigError(f"unknown deploy target {name!r}; available: {', '.join(available_targets())}")
-    module_name, _, attr = ref.partition(":")
     try:
-        module = importlib.import_module(module_name)
-        cls: type[DeployTarget] = getattr(module, attr)
+        cls: type[DeployTarget] = _plugins.load(ref)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"deploy target {name!r} cannot be loaded from {ref}: {exc}") from None
     return cls

@@ -40,19 +40,18 @@ import ipaddress
 import json
 import logging
 import os
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object
 from certsmith._redact import add_secret
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, read_env
+from certsmith.dns.http_api import HttpApiProvider, HttpOptions, Retryable, RetryPolicy
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
-
     import httpx
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,7 @@ class AcmeDnsConfig:
 
 
 
-class AcmeDnsProvider:
+class AcmeDnsProvider(HttpApiProvider[AcmeDnsConfig]):
     """Sets TXT values through an acme-dns server (see the module docstring).
 
     ``max_attempts`` bounds the tries per call (5xx, 429 and transport errors are
@@ -218,41 +217,22 @@ class AcmeDnsProvider:
         default_propagation_timeout=120.0,
     )
 
-    def __init__(
-        self,
-        config: AcmeDnsConfig,
-        *,
-        max_attempts: int = 4,
-        retry_delay: float = 0.5,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        import asyncio
+    default_retry = RetryPolicy(max_attempts=4, max_retry_delay=10.0)
 
-        import httpx  # here, not at the top: reading `info` must not need httpx
+    def __init__(self, config: AcmeDnsConfig, **options: Unpack[HttpOptions]) -> None:
+        import asyncio  # here, not at the top: reading `info` must not need it
 
-        self.config = config
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._http = httpx.AsyncClient(timeout=config.http_timeout, transport=transport)
+        super().__init__(config, **options)
         self._storage_lock = asyncio.Lock()
         self._live: dict[str, list[str]] = {}  # subdomain -> values presented and not cleaned up
-
-    def __repr__(self) -> str:
-        return f"AcmeDnsProvider({self.config!r})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``ACME_DNS_*`` (or acme.sh's ``ACMEDNS_*``) variables."""
         return cls(AcmeDnsConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``ACME_DNS_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+    def _default_timeout(self) -> float:
+        return self.config.http_timeout
 
     # -- the contract --
 
@@ -358,42 +338,52 @@ class AcmeDnsProvider:
 
     async def _register(self) -> Account:
         body: dict[str, Any] = {"allowfrom": list(self.config.allowlist)} if self.config.allowlist else {}
-        response = await self._post("/register", body, {})
-        data = json_object(response)
-        if response.status_code != 201 or data is None:
-            raise self._error("register", response, data)
+        data = await self._post("register", "/register", body, {}, expect=201)
         account = Account.from_json(data, f"the answer of {self.config.api_base}/register")
         log.info("acme-dns: registered subdomain %s", account.subdomain)
         return account
 
     async def _update(self, account: Account, value: str, name: str) -> None:
         headers = {"X-Api-User": account.username, "X-Api-Key": account.password}
-        response = await self._post("/update", {"subdomain": account.subdomain, "txt": value}, headers)
-        if response.status_code != 200:
-            raise self._error("update", response, json_object(response), name)
+        await self._post("update", "/update", {"subdomain": account.subdomain, "txt": value}, headers, name=name)
 
-    async def _post(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> httpx.Response:
-        import asyncio
+    async def _post(
+        self,
+        call: str,
+        path: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        expect: int = 200,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """POST ``path``; the answer's JSON object when the status is ``expect`` (5xx and 429 are retried).
 
-        import httpx
-
+        A ``register`` answer must be a JSON object; an ``update`` answer may be anything.
+        """
         url = self.config.api_base + path
-        for attempt in range(1, self._max_attempts + 1):
-            last = attempt == self._max_attempts
-            try:
-                response = await self._http.post(url, json=body, headers=headers)
-            except httpx.TransportError as exc:
-                if last:
-                    raise AcmeDnsError(
-                        f"cannot reach acme-dns at {self.config.api_base} ({type(exc).__name__}: {exc}); "
-                        "check ACME_DNS_API_BASE"
-                    ) from None
-            else:
-                if not (response.status_code == 429 or response.status_code >= 500) or last:
-                    return response
-            delay = self._retry_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            await asyncio.sleep(min(delay, 10.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def classify(response: httpx.Response) -> dict[str, Any] | Retryable:
+            data = json_object(response)
+            if response.status_code == expect and (data is not None or call != "register"):
+                return data or {}
+            error = self._error(call, response, data, name)
+            if response.status_code == 429 or response.status_code >= 500:
+                return Retryable(error, reason=str(response.status_code))
+            raise error
+
+        def unreachable(exc: httpx.TransportError) -> AcmeDnsError:
+            return AcmeDnsError(
+                f"cannot reach acme-dns at {self.config.api_base} ({type(exc).__name__}: {exc}); "
+                "check ACME_DNS_API_BASE"
+            )
+
+        return await self.send_with_retries(
+            lambda: self._http.build_request("POST", url, json=body, headers=headers),
+            classify,
+            unreachable=unreachable,
+            label=call,
+        )
 
     def _error(
         self, call: str, response: httpx.Response, data: dict[str, Any] | None, name: str | None = None

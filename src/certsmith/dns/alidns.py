@@ -16,24 +16,22 @@ own, with lego's and acme.sh's accepted as aliases.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
-    import asyncio
-
     import httpx
 
 log = logging.getLogger(__name__)
@@ -343,7 +341,7 @@ def _zone_list(zones: list[str]) -> str:
 # --- provider ------------------------------------------------------------------------
 
 
-class AlidnsProvider:
+class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
     """Creates and deletes TXT records through the Alidns API.
 
     ``propagation_timeout`` is ``ALIDNS_PROPAGATION_TIMEOUT``, else
@@ -379,95 +377,42 @@ class AlidnsProvider:
     )
 
     def __init__(
-        self,
-        config: AlidnsConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], datetime] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: AlidnsConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # here, not at the top: reading `info` (certsmith dns list) needs neither
-
-        import httpx
-
-        self.config = config
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
-        url = httpx.URL(config.endpoint)
-        self._url = str(url.copy_with(path="/", query=None, fragment=None))
-        self._host = url.netloc.decode("ascii")
-        self._http = httpx.AsyncClient(timeout=timeout, verify=True, transport=transport)
-        self._zones: list[Zone] | None = None
-        self._zones_lock = asyncio.Lock()
-        self._info_lock = asyncio.Lock()
-        self._min_ttls: dict[str, int | None] = {}
-        self._created: dict[tuple[str, str], str] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    def __repr__(self) -> str:
-        return f"AlidnsProvider({self.config!r})"
+        self._url, self._host = endpoint_root(config.endpoint)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
+        self._min_ttls: LookupCache[str, int | None] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``ALIBABA_CLOUD_*`` / ``ALIDNS_*`` (or lego/acme.sh) variables."""
         return cls(AlidnsConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``ALIDNS_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
+    # -- the contract: present and cleanup (RecordApiProvider) run these under the record's lock --
 
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+    async def _create_record(self, fqdn: str, value: str) -> str:
+        zone, rr = await self._locate(fqdn)
+        ttl = await self._ttl_for(zone)
+        record_id = await self._add(zone, rr, value, ttl)
+        log.info("alidns: TXT %s (RR %s in %s) = %s, RecordId %s", fqdn, rr, zone.name, value, record_id)
+        return record_id
 
-    # -- the contract --
-
-    async def present(self, fqdn: str, value: str) -> None:
-        """Add the TXT record, or adopt an identical one that already exists."""
-        key = (_normalise(fqdn), value)
-        async with self._lock_for(key):
-            zone, rr = await self._locate(key[0])
-            ttl = await self._ttl_for(zone)
-            record_id = await self._add(zone, rr, value, ttl)
-            self._created[key] = record_id
-            log.info("alidns: TXT %s (RR %s in %s) = %s, RecordId %s", key[0], rr, zone.name, value, record_id)
-
-    async def cleanup(self, fqdn: str, value: str) -> None:
-        """Delete the record ``present`` created or adopted for (``fqdn``, ``value``), if any."""
-        key = (_normalise(fqdn), value)
-        async with self._lock_for(key):
-            record_id = self._created.get(key)
-            if record_id is None:
-                log.debug("alidns: no record of ours for TXT %s = %s; nothing to delete", *key)
-                return
-            try:
-                await self._call("DeleteDomainRecord", {"RecordId": record_id})
-            except AlidnsError as exc:
-                if exc.code != "DomainRecordNotBelongToUser":
-                    raise
-                log.info("alidns: RecordId %s was already gone", record_id)
-            del self._created[key]
-            log.info("alidns: deleted TXT %s = %s (RecordId %s)", key[0], value, record_id)
+    async def _delete_record(self, fqdn: str, value: str, created: str) -> None:
+        try:
+            await self._call("DeleteDomainRecord", {"RecordId": created})
+        except AlidnsError as exc:
+            if exc.code != "DomainRecordNotBelongToUser":
+                raise
+            log.info("alidns: RecordId %s was already gone", created)
+        log.info("alidns: deleted TXT %s = %s (RecordId %s)", fqdn, value, created)
 
     # -- zones, TTL, records --
 
-    def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
-        import asyncio
-
-        return self._locks.setdefault(key, asyncio.Lock())
-
     async def zones(self) -> list[Zone]:
         """Every domain of the account (all ``DescribeDomains`` pages), cached."""
-        async with self._zones_lock:
-            if self._zones is None:
-                self._zones = await self._list_zones()
-            return list(self._zones)
+        return list(await self._zones.get(None, self._list_zones))
 
     async def _list_zones(self) -> list[Zone]:
         zones: list[Zone] = []
@@ -495,10 +440,7 @@ class AlidnsProvider:
 
     async def _ttl_for(self, zone: Zone) -> int:
         """The configured TTL, raised to the domain's ``MinTtl`` (looked up once per zone)."""
-        async with self._info_lock:
-            if zone.ascii not in self._min_ttls:
-                self._min_ttls[zone.ascii] = await self._min_ttl(zone)
-        minimum = self._min_ttls[zone.ascii]
+        minimum = await self._min_ttls.get(zone.ascii, lambda: self._min_ttl(zone))
         if minimum is not None and minimum > self.config.ttl:
             log.debug("alidns: TTL %d raised to the minimum %d of %s", self.config.ttl, minimum, zone.name)
             return minimum
@@ -522,16 +464,15 @@ class AlidnsProvider:
                 return _record_id(result, "AddDomainRecord")
             except AlidnsError as exc:
                 if exc.code == "DomainRecordDuplicate":
-                    record_id = await self._find(zone, rr, value)
-                    if record_id is None:
-                        raise AlidnsError(
+                    return await self.adopt(
+                        self._find(zone, rr, value),
+                        lambda: AlidnsError(
                             f"Alidns reported TXT {rr} in {zone.name} = {value} as a duplicate, "
                             "but no identical record is listed; retry later",
                             action="AddDomainRecord",
-                            code=exc.code,
-                        ) from None
-                    log.info("alidns: adopted the existing identical record %s", record_id)
-                    return record_id
+                            code="DomainRecordDuplicate",
+                        ),
+                    )
                 minimum = _ttl_minimum(exc.server_message) if exc.code == "QuotaExceeded.TTL" else None
                 if minimum is None or minimum <= int(params["TTL"]):
                     raise
@@ -576,33 +517,32 @@ class AlidnsProvider:
 
     async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         """Sign and send one API call; retry throttling, 5xx and transport errors."""
-        import httpx
 
-        for attempt in range(1, self._max_attempts + 1):
-            request = self._build(action, params)
-            last = attempt == self._max_attempts
-            try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                if last:
-                    raise AlidnsError(
-                        f"cannot reach Alidns at {self.config.endpoint} ({type(exc).__name__}: {exc}); "
-                        "check the network and ALIDNS_ENDPOINT",
-                        action=action,
-                    ) from None
-                log.debug("alidns: %s attempt %d: %s", action, attempt, type(exc).__name__)
-                await self._backoff(attempt)
-                continue
-            body = json_object(response)
-            code = body.get("Code") if body is not None else None
-            if response.status_code < 400 and body is not None and not code:
-                return body
-            if (code in RETRYABLE_CODES or response.status_code >= 500) and not last:
-                log.debug("alidns: %s attempt %d: HTTP %d %s", action, attempt, response.status_code, code)
-                await self._backoff(attempt)
-                continue
-            raise self._error(action, params, response, body)
-        raise AssertionError("unreachable")  # pragma: no cover
+        def unreachable(exc: httpx.TransportError) -> AlidnsError:
+            return AlidnsError(
+                f"cannot reach Alidns at {self.config.endpoint} ({type(exc).__name__}: {exc}); "
+                "check the network and ALIDNS_ENDPOINT",
+                action=action,
+            )
+
+        return await self.send_with_retries(
+            lambda: self._build(action, params),
+            lambda response: self._classify(action, params, response),
+            unreachable=unreachable,
+            label=action,
+        )
+
+    def _classify(
+        self, action: str, params: Mapping[str, str], response: httpx.Response
+    ) -> dict[str, Any] | Retryable:
+        body = json_object(response)
+        code = body.get("Code") if body is not None else None
+        if response.status_code < 400 and body is not None and not code:
+            return body
+        error = self._error(action, params, response, body)
+        if code in RETRYABLE_CODES or response.status_code >= 500:
+            return Retryable(error, reason=str(code or ""))
+        raise error
 
     def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
         """A freshly signed request: new nonce and UTC timestamp on every attempt."""
@@ -634,12 +574,6 @@ class AlidnsProvider:
         query = signing.canonical_query(params)
         return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
 
-    async def _backoff(self, attempt: int) -> None:
-        import asyncio
-
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
     def _error(
         self, action: str, params: Mapping[str, str], response: httpx.Response, body: dict[str, Any] | None
     ) -> AlidnsError:
@@ -654,8 +588,9 @@ class AlidnsProvider:
         code = str(body.get("Code") or f"HTTP{response.status_code}")
         server_message = str(body.get("Message", ""))
         zones = None
-        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and self._zones is not None:
-            zones = [z.name for z in self._zones]
+        known = self._zones.known(None)
+        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and known is not None:
+            zones = [z.name for z in known]
         message = describe_error(
             action=action,
             code=code,
@@ -676,10 +611,6 @@ class AlidnsProvider:
             request_id=str(request_id) if request_id else None,
             server_message=server_message,
         )
-
-
-def _normalise(fqdn: str) -> str:
-    return fqdn.strip().lower().rstrip(".") + "."
 
 
 def _items(result: Mapping[str, Any], outer: str, inner: str) -> list[dict[str, Any]]:

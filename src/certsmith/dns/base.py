@@ -36,6 +36,11 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    default), and the async ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
    Import heavy libraries (httpx, SDKs) inside the methods that need them, so that
    ``certsmith dns list`` can read ``info`` without them.
+   A provider for an HTTP API subclasses :class:`certsmith.dns.http_api.RecordApiProvider`
+   (records with ids) or :class:`~certsmith.dns.http_api.HttpApiProvider` (record sets,
+   anything else): they hold the httpx client, the retry options and back-off, the one
+   retry loop (``send_with_retries``), per-record locks and the map of created records,
+   so the provider writes only its signing, its calls and its error messages.
 4. An entry in ``_BUILTINS`` (or a ``certsmith.dns_providers`` entry point), then run
    ``python scripts/dns_providers_readme.py`` to regenerate the README's table.
 5. Tests: a valid environment in ``GOOD_ENV`` of ``tests/unit/test_dns_providers.py``
@@ -46,8 +51,6 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import ipaddress
 import os
 import re
@@ -57,6 +60,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol, Self, runtime_checkable
 from urllib.parse import urlsplit
 
+from certsmith import _plugins
 from certsmith._redact import add_secret
 from certsmith.errors import ConfigError, ProviderConfigError
 
@@ -333,18 +337,6 @@ ENTRY_POINT_GROUP = "certsmith.dns_providers"
 LEXICON_PREFIX = "lexicon:"
 
 
-def _entry_points() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def _all_targets() -> dict[str, str]:
-    targets = dict(_entry_points())
-    targets.update(_BUILTINS)
-    return targets
-
-
 def builtin_providers() -> list[str]:
     """Names of the providers that ship with certsmith, sorted (what the README documents)."""
     return sorted(_BUILTINS)
@@ -352,15 +344,7 @@ def builtin_providers() -> list[str]:
 
 def available_providers() -> list[str]:
     """Names of every provider, built-in or installed, sorted."""
-    return sorted(name for name, target in _all_targets().items() if _importable(target))
-
-
-def _importable(target: str) -> bool:
-    module = target.partition(":")[0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    return _plugins.importable(_plugins.registered(_BUILTINS, ENTRY_POINT_GROUP))
 
 
 def provider_class(name: str) -> type[DnsProvider]:
@@ -372,13 +356,11 @@ def provider_class(name: str) -> type[DnsProvider]:
         from certsmith.dns.lexicon_bridge import lexicon_provider_class
 
         return lexicon_provider_class(name[len(LEXICON_PREFIX) :])
-    target = _all_targets().get(name)
+    target = _plugins.registered(_BUILTINS, ENTRY_POINT_GROUP).get(name)
     if target is None:
         known = ", ".join(available_providers())
         raise ConfigError(f"unknown DNS provider {name!r}; available: {known}, or lexicon:<provider> (dns-lexicon)")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls: type[DnsProvider] = getattr(module, attr)
+    cls: type[DnsProvider] = _plugins.load(target)
     return cls
 
 

@@ -16,18 +16,17 @@ bounded back-off that honours ``Retry-After``.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
-from certsmith._http import json_object
+from certsmith._http import json_object, parse_retry_after
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, RetryPolicy
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 if TYPE_CHECKING:
-    import asyncio
-
     import httpx
 
 log = logging.getLogger(__name__)
@@ -150,26 +149,7 @@ def candidate_zones(fqdn: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(len(labels))]
 
 
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    from datetime import UTC, datetime
-    from email.utils import parsedate_to_datetime
-
-    try:
-        moment = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-class CloudflareProvider:
+class CloudflareProvider(RecordApiProvider[CloudflareConfig, tuple[Zone, str]]):
     """Creates and deletes TXT records through Cloudflare's API v4.
 
     Keyword arguments tune retries (``max_attempts`` per call; back-off from
@@ -198,90 +178,45 @@ class CloudflareProvider:
         extra={"permissions": PERMISSIONS},
     )
 
-    def __init__(
-        self,
-        config: CloudflareConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        import asyncio
+    default_retry = RetryPolicy(max_retry_delay=30.0)
 
-        import httpx  # here, not at the top: reading `info` must not need httpx
-
-        self.config = config
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
-        self._http = httpx.AsyncClient(timeout=config.http_timeout, transport=transport)
-        self._zones: dict[str, Zone | None] = {}
-        self._zones_lock = asyncio.Lock()
-        self._created: dict[tuple[str, str], tuple[Zone, str]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    def __repr__(self) -> str:
-        return f"CloudflareProvider({self.config!r})"
+    def __init__(self, config: CloudflareConfig, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, **options)
+        self._zones: LookupCache[str, Zone | None] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``CLOUDFLARE_*`` (or ``CF_*``) variables."""
         return cls(CloudflareConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``CLOUDFLARE_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
+    def _default_timeout(self) -> float:
+        return self.config.http_timeout
 
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+    # -- the contract: present and cleanup (RecordApiProvider) run these under the record's lock --
 
-    # -- the contract --
+    async def _create_record(self, fqdn: str, value: str) -> tuple[Zone, str]:
+        zone = await self.find_zone(fqdn)
+        record_id = await self._create(zone, fqdn, value)
+        log.info("cloudflare: TXT %s = %s in zone %s, record %s", fqdn, value, zone.name, record_id)
+        return zone, record_id
 
-    async def present(self, fqdn: str, value: str) -> None:
-        """Create the TXT record, or adopt an identical one that already exists."""
-        key = (_normalise(fqdn), value)
-        async with self._lock_for(key):
-            zone = await self.find_zone(key[0])
-            record_id = await self._create(zone, key[0], value)
-            self._created[key] = (zone, record_id)
-            log.info("cloudflare: TXT %s = %s in zone %s, record %s", key[0], value, zone.name, record_id)
-
-    async def cleanup(self, fqdn: str, value: str) -> None:
-        """Delete the record ``present`` created or adopted for (``fqdn``, ``value``), if any."""
-        key = (_normalise(fqdn), value)
-        async with self._lock_for(key):
-            created = self._created.get(key)
-            if created is None:
-                log.debug("cloudflare: no record of ours for TXT %s = %s; nothing to delete", *key)
-                return
-            zone, record_id = created
-            try:
-                await self._call("DELETE", f"/zones/{zone.id}/dns_records/{record_id}", zone=zone)
-            except CloudflareError as exc:
-                if not set(exc.codes) & GONE_CODES:
-                    raise
-                log.info("cloudflare: record %s was already gone", record_id)
-            del self._created[key]
-            log.info("cloudflare: deleted TXT %s = %s (record %s)", key[0], value, record_id)
+    async def _delete_record(self, fqdn: str, value: str, created: tuple[Zone, str]) -> None:
+        zone, record_id = created
+        try:
+            await self._send("DELETE", f"/zones/{zone.id}/dns_records/{record_id}", zone=zone)
+        except CloudflareError as exc:
+            if not set(exc.codes) & GONE_CODES:
+                raise
+            log.info("cloudflare: record %s was already gone", record_id)
+        log.info("cloudflare: deleted TXT %s = %s (record %s)", fqdn, value, record_id)
 
     # -- zones and records --
-
-    def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
-        import asyncio
-
-        return self._locks.setdefault(key, asyncio.Lock())
 
     async def find_zone(self, fqdn: str) -> Zone:
         """The zone holding ``fqdn``: ``GET /zones?name=`` for each parent name, longest first, cached."""
         tried = candidate_zones(fqdn)
         for name in tried:
-            async with self._zones_lock:
-                if name not in self._zones:
-                    self._zones[name] = await self._zone_named(name)
-                zone = self._zones[name]
+            zone = await self._zones.get(name, partial(self._zone_named, name))
             if zone is not None:
                 return zone
         raise CloudflareError(
@@ -291,7 +226,8 @@ class CloudflareProvider:
         )
 
     async def _zone_named(self, name: str) -> Zone | None:
-        result = await self._call("GET", "/zones", params={"name": name}, zone_lookup=True)
+        body = await self._send("GET", "/zones", params={"name": name}, zone_lookup=True)
+        result = body.get("result")
         zones = result if isinstance(result, list) else []
         for item in zones:
             if isinstance(item, dict) and str(item.get("name", "")).lower().rstrip(".") == name:
@@ -301,20 +237,21 @@ class CloudflareProvider:
     async def _create(self, zone: Zone, fqdn: str, value: str) -> str:
         body = {"type": "TXT", "name": fqdn.rstrip("."), "content": value, "ttl": self.config.ttl}
         try:
-            result = await self._call("POST", f"/zones/{zone.id}/dns_records", json=body, zone=zone)
+            answer = await self._send("POST", f"/zones/{zone.id}/dns_records", json=body, zone=zone)
         except CloudflareError as exc:
             if not set(exc.codes) & DUPLICATE_CODES:
                 raise
-            record_id = await self._find(zone, fqdn, value)
-            if record_id is None:
-                raise CloudflareError(
+            codes, status = exc.codes, exc.status
+            return await self.adopt(
+                self._find(zone, fqdn, value),
+                lambda: CloudflareError(
                     f"Cloudflare reported TXT {fqdn} = {value} as existing, but no identical record is listed; "
                     "retry later",
-                    codes=exc.codes,
-                    status=exc.status,
-                ) from None
-            log.info("cloudflare: adopted the existing identical record %s", record_id)
-            return record_id
+                    codes=codes,
+                    status=status,
+                ),
+            )
+        result = answer.get("result")
         if not isinstance(result, dict) or "id" not in result:
             raise CloudflareError(f"Cloudflare created TXT {fqdn} but returned no record id")
         return str(result["id"])
@@ -361,19 +298,6 @@ class CloudflareProvider:
         info = body.get("result_info")
         return records, info if isinstance(info, dict) else {}
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        zone: Zone | None = None,
-        zone_lookup: bool = False,
-    ) -> Any:
-        body = await self._send(method, path, params=params, json=json, zone=zone, zone_lookup=zone_lookup)
-        return body.get("result")
-
     async def _send(
         self,
         method: str,
@@ -385,41 +309,28 @@ class CloudflareProvider:
         zone_lookup: bool = False,
     ) -> dict[str, Any]:
         """One API call; 429, 5xx and transport errors are retried, bounded."""
-        import httpx
-
         url = self.config.base_url + path
-        for attempt in range(1, self._max_attempts + 1):
-            last = attempt == self._max_attempts
-            try:
-                response = await self._http.request(
-                    method, url, params=params, json=json, headers=self._headers(zone_lookup)
-                )
-            except httpx.TransportError as exc:
-                if last:
-                    raise CloudflareError(
-                        f"cannot reach Cloudflare at {self.config.base_url} ({type(exc).__name__}: {exc}); "
-                        "check the network and CLOUDFLARE_BASE_URL"
-                    ) from None
-                await self._backoff(attempt, None)
-                continue
+
+        def build() -> httpx.Request:
+            return self._http.build_request(method, url, params=params, json=json, headers=self._headers(zone_lookup))
+
+        def classify(response: httpx.Response) -> dict[str, Any] | Retryable:
             body = json_object(response)
             if response.status_code < 400 and body is not None and body.get("success") is not False:
                 return body
-            if (response.status_code == 429 or response.status_code >= 500) and not last:
-                log.debug("cloudflare: %s %s attempt %d: HTTP %d", method, path, attempt, response.status_code)
-                await self._backoff(attempt, _retry_after(response.headers.get("retry-after")))
-                continue
-            raise self._error(method, path, response, body, zone, zone_lookup)
-        raise AssertionError("unreachable")  # pragma: no cover
+            error = self._error(method, path, response, body, zone, zone_lookup)
+            if response.status_code == 429 or response.status_code >= 500:
+                after = parse_retry_after(response.headers.get("retry-after"))
+                return Retryable(error, after=after, reason=str(response.status_code))
+            raise error
 
-    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
-        import asyncio
+        def unreachable(exc: httpx.TransportError) -> CloudflareError:
+            return CloudflareError(
+                f"cannot reach Cloudflare at {self.config.base_url} ({type(exc).__name__}: {exc}); "
+                "check the network and CLOUDFLARE_BASE_URL"
+            )
 
-        if retry_after is not None:
-            delay = min(self._max_retry_delay, retry_after)
-        else:
-            delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        await asyncio.sleep(delay)
+        return await self.send_with_retries(build, classify, unreachable=unreachable, label=f"{method} {path}")
 
     def _error(
         self,
@@ -466,7 +377,3 @@ class CloudflareProvider:
         if cfg.dns_token:
             return "CLOUDFLARE_DNS_API_TOKEN"
         return "CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY"
-
-
-def _normalise(fqdn: str) -> str:
-    return fqdn.strip().lower().rstrip(".") + "."

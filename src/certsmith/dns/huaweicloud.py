@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
-from certsmith._http import json_object
+from certsmith._http import json_object, parse_retry_after
 from certsmith.dns import huaweicloud_signing as signing
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
+from certsmith.dns.http_api import HttpApiProvider, HttpOptions, LookupCache, RecordLocks, Retryable, normalise
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
-    import asyncio
-
     import httpx
 
 log = logging.getLogger(__name__)
@@ -176,7 +174,7 @@ class Zone:
     name: str
 
 
-class HuaweiCloudProvider:
+class HuaweiCloudProvider(HttpApiProvider[HuaweiCloudConfig]):
     """Adds and removes TXT values through the Huawei Cloud DNS v2 API.
 
     Keyword arguments tune retries (``max_attempts`` per call, back-off from
@@ -207,56 +205,29 @@ class HuaweiCloudProvider:
     )
 
     def __init__(
-        self,
-        config: HuaweiCloudConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], datetime] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: HuaweiCloudConfig, *, clock: Callable[[], datetime] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # imported on use: `certsmith dns list` only reads `info`
+        import httpx  # imported on use: `certsmith dns list` only reads `info`
 
-        import httpx
-
-        self.config = config
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
         url = httpx.URL(config.endpoint)
         self._host = url.netloc.decode("ascii")
         self._base_path = url.path.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=config.endpoint, timeout=timeout, transport=transport)
-        self._zones: dict[str, Zone | None] = {}
-        self._zones_lock = asyncio.Lock()
-        self._name_locks: dict[str, asyncio.Lock] = {}
+        self._zones: LookupCache[str, Zone | None] = LookupCache()
+        self._lock: RecordLocks[str] = RecordLocks()
         self._ours: set[tuple[str, str]] = set()
-
-    def __repr__(self) -> str:
-        return f"HuaweiCloudProvider({self.config!r})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``HUAWEICLOUD_*`` variables (lego's names)."""
         return cls(HuaweiCloudConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``HUAWEICLOUD_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
-
     # -- the contract --
 
     async def present(self, fqdn: str, value: str) -> None:
         """Add ``value`` to the TXT record set of ``fqdn`` (creating the set when there is none)."""
-        name = _normalise(fqdn)
+        name = normalise(fqdn)
         async with self._lock(name):
             zone = await self._zone_for(name)
             for _ in range(3):
@@ -289,7 +260,7 @@ class HuaweiCloudProvider:
 
     async def cleanup(self, fqdn: str, value: str) -> None:
         """Remove ``value`` from the set; delete the set when no other value is left."""
-        name = _normalise(fqdn)
+        name = normalise(fqdn)
         async with self._lock(name):
             if (name, value) not in self._ours:
                 log.debug("huaweicloud: no value of ours for TXT %s = %s; nothing to delete", name, value)
@@ -314,11 +285,6 @@ class HuaweiCloudProvider:
 
     # -- zones and record sets --
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        import asyncio
-
-        return self._name_locks.setdefault(name, asyncio.Lock())
-
     async def _zone_for(self, name: str) -> Zone:
         """The public zone holding ``name``: the longest suffix the account has."""
         labels = name.rstrip(".").split(".")
@@ -335,17 +301,17 @@ class HuaweiCloudProvider:
         )
 
     async def _zone_named(self, candidate: str) -> Zone | None:
-        async with self._zones_lock:
-            if candidate not in self._zones:
-                body = await self._request(
-                    "GET", "/v2/zones", "list zones", query={"type": "public", "name": candidate.rstrip(".")}
-                )
-                found = None
-                for zone in body.get("zones") or []:
-                    if isinstance(zone, dict) and str(zone.get("name", "")).lower().rstrip(".") + "." == candidate:
-                        found = Zone(id=str(zone["id"]), name=candidate)
-                self._zones[candidate] = found
-            return self._zones[candidate]
+        return await self._zones.get(candidate, lambda: self._ask_zone(candidate))
+
+    async def _ask_zone(self, candidate: str) -> Zone | None:
+        body = await self._request(
+            "GET", "/v2/zones", "list zones", query={"type": "public", "name": candidate.rstrip(".")}
+        )
+        found = None
+        for zone in body.get("zones") or []:
+            if isinstance(zone, dict) and str(zone.get("name", "")).lower().rstrip(".") + "." == candidate:
+                found = Zone(id=str(zone["id"]), name=candidate)
+        return found
 
     async def _find_set(self, zone: Zone, name: str) -> dict[str, Any] | None:
         """The TXT record set named exactly ``name`` (the server's filter is fuzzy)."""
@@ -390,41 +356,37 @@ class HuaweiCloudProvider:
         body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Sign and send one call; retry throttling, 5xx and transport errors."""
-        import httpx
 
-        for attempt in range(1, self._max_attempts + 1):
-            request = self._build(method, path, query or {}, body)
-            last = attempt == self._max_attempts
-            try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                if last:
-                    raise HuaweiCloudError(
-                        f"cannot reach Huawei Cloud DNS at {self.config.endpoint} ({type(exc).__name__}); "
-                        "check the network and HUAWEICLOUD_ENDPOINT / HUAWEICLOUD_REGION",
-                        operation=operation,
-                    ) from None
-                await self._backoff(attempt, None)
-                continue
+        def classify(response: httpx.Response) -> dict[str, Any] | Retryable:
             if response.status_code < 300:
                 return json_object(response) or {}
             answer = json_object(response) or {}
             code = answer.get("error_code") or answer.get("code")
             message = str(answer.get("error_msg") or answer.get("message") or "")
             code = str(code) if code else None
-            if (response.status_code in (429, 500, 502, 503, 504) or code in RETRYABLE_CODES) and not last:
-                log.debug("huaweicloud: %s attempt %d: HTTP %d %s", operation, attempt, response.status_code, code)
-                await self._backoff(attempt, response.headers.get("retry-after"))
-                continue
             if not answer and response.status_code >= 400:
                 message = f"non-JSON answer {response.text[:120].strip()!r}; check HUAWEICLOUD_ENDPOINT"
-            raise HuaweiCloudError(
+            error = HuaweiCloudError(
                 describe_error(operation, response.status_code, code, message, self.config.access_key_id),
                 operation=operation,
                 code=code,
                 status=response.status_code,
             )
-        raise AssertionError("unreachable")  # pragma: no cover
+            if response.status_code in (429, 500, 502, 503, 504) or code in RETRYABLE_CODES:
+                after = parse_retry_after(response.headers.get("retry-after"))
+                return Retryable(error, after=after, reason=str(code or ""))
+            raise error
+
+        def unreachable(exc: httpx.TransportError) -> HuaweiCloudError:
+            return HuaweiCloudError(
+                f"cannot reach Huawei Cloud DNS at {self.config.endpoint} ({type(exc).__name__}); "
+                "check the network and HUAWEICLOUD_ENDPOINT / HUAWEICLOUD_REGION",
+                operation=operation,
+            )
+
+        return await self.send_with_retries(
+            lambda: self._build(method, path, query or {}, body), classify, unreachable=unreachable, label=operation
+        )
 
     def _build(
         self, method: str, path: str, query: Mapping[str, str], body: Mapping[str, Any] | None
@@ -451,15 +413,3 @@ class HuaweiCloudProvider:
         scheme = self.config.endpoint.split("://")[0]
         url = f"{scheme}://{self._host}{full_path}" + ("?" + query_text if query_text else "")
         return self._http.build_request(method, url, content=content or None, headers=signed)
-
-    async def _backoff(self, attempt: int, retry_after: str | None) -> None:
-        import asyncio
-
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        if retry_after and retry_after.strip().isdigit():
-            delay = max(delay, min(float(retry_after), self._max_retry_delay))
-        await asyncio.sleep(delay)
-
-
-def _normalise(fqdn: str) -> str:
-    return fqdn.strip().lower().rstrip(".") + "."

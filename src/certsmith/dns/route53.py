@@ -22,17 +22,14 @@ one-line error naming the IAM action that is missing.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_bool, parse_int, read_env
+from certsmith.dns.http_api import ApiProvider, RecordLocks, RetryPolicy, normalise
 from certsmith.errors import ConfigError, DnsError
-
-if TYPE_CHECKING:
-    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +148,6 @@ class Route53Config:
 
 
 
-def _normalise(fqdn: str) -> str:
-    return fqdn.strip().lower().rstrip(".") + "."
-
-
 def quote_txt(value: str) -> str:
     """A TXT value in Route 53's zone-file form: quoted, with ``"`` and ``\\`` escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -210,7 +203,7 @@ class _RecordSet:
     values: list[str]
 
 
-class Route53Provider:
+class Route53Provider(ApiProvider[Route53Config]):
     """Creates and deletes TXT values in Route 53 record sets.
 
     Keyword arguments tune the back-off (``retry_delay`` doubling up to
@@ -254,9 +247,7 @@ class Route53Provider:
     ) -> None:
         import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
 
-        self.config = config
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        super().__init__(config, retry=RetryPolicy(config.max_retries + 1, retry_delay, max_retry_delay))
         self._change_poll_interval = change_poll_interval
         self._change_timeout = change_timeout
         self._timeout = timeout
@@ -264,20 +255,12 @@ class Route53Provider:
         self._client_lock = asyncio.Lock()
         self._zone_lock = asyncio.Lock()
         self._zones: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def __repr__(self) -> str:
-        return f"Route53Provider({self.config!r})"
+        self._lock_for: RecordLocks[str] = RecordLocks()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from lego's ``AWS_*`` variables."""
         return cls(Route53Config.from_env(env))
-
-    @property
-    def propagation_timeout(self) -> float:
-        """``ROUTE53_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def aclose(self) -> None:
         """Close the SDK client's connections."""
@@ -291,7 +274,7 @@ class Route53Provider:
 
     async def present(self, fqdn: str, value: str) -> None:
         """Add ``value`` to the TXT record set at ``fqdn``, keeping the values already there."""
-        name = _normalise(fqdn)
+        name = normalise(fqdn)
         async with self._lock_for(name):
             zone_id = await self._zone_id(name)
             current = await self._read(zone_id, name)
@@ -305,7 +288,7 @@ class Route53Provider:
 
     async def cleanup(self, fqdn: str, value: str) -> None:
         """Remove ``value`` from the set at ``fqdn``; other values stay, an empty set is deleted."""
-        name = _normalise(fqdn)
+        name = normalise(fqdn)
         async with self._lock_for(name):
             zone_id = await self._zone_id(name)
             current = await self._read(zone_id, name)
@@ -320,11 +303,6 @@ class Route53Provider:
             log.info("route53: TXT %s = %s removed from hosted zone %s", name, value, zone_id)
 
     # -- zones and record sets --
-
-    def _lock_for(self, name: str) -> asyncio.Lock:
-        import asyncio
-
-        return self._locks.setdefault(name, asyncio.Lock())
 
     async def _zone_id(self, name: str) -> str:
         if self.config.hosted_zone_id:
@@ -383,7 +361,7 @@ class Route53Provider:
         )
         for record_set in answer.get("ResourceRecordSets", []):
             if (
-                _normalise(str(record_set.get("Name", ""))) == name
+                normalise(str(record_set.get("Name", ""))) == name
                 and record_set.get("Type") == "TXT"
                 and "SetIdentifier" not in record_set
             ):
@@ -474,7 +452,7 @@ class Route53Provider:
 
         client = await self._sdk()
         operation = client.meta.method_to_api_mapping.get(method, method)
-        attempts = self.config.max_retries + 1
+        attempts = self._retry.max_attempts
         for attempt in range(1, attempts + 1):
             last = attempt == attempts
             try:
@@ -486,7 +464,7 @@ class Route53Provider:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 if (code in RETRYABLE_CODES or status >= 500) and not last:
                     log.debug("route53: %s attempt %d: %s", operation, attempt, code)
-                    await self._backoff(attempt)
+                    await self._retry.backoff(attempt)
                     continue
                 message = describe_error(operation, code, str(error.get("Message", "")), self.config.access_key_id)
                 raise Route53Error(message, operation=operation, code=code) from None
@@ -504,13 +482,7 @@ class Route53Provider:
                         operation=operation,
                     ) from None
                 log.debug("route53: %s attempt %d: %s", operation, attempt, type(exc).__name__)
-                await self._backoff(attempt)
+                await self._retry.backoff(attempt)
             except BotoCoreError as exc:
                 raise Route53Error(f"Route 53 {operation} failed: {exc}", operation=operation) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _backoff(self, attempt: int) -> None:
-        import asyncio
-
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith.dns import tencentcloud_signing as signing
 from certsmith.dns.alidns import Zone, select_zone, to_ascii
@@ -31,11 +30,10 @@ from certsmith.dns.base import (
     parse_int,
     read_env,
 )
+from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
-    import asyncio
-
     import httpx
 
 log = logging.getLogger(__name__)
@@ -163,7 +161,7 @@ def _zone_list(zones: list[str]) -> str:
     return f"the account has: {shown}{more}"
 
 
-class TencentCloudProvider:
+class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]]):
     """Creates and deletes TXT records through the DNSPod API 3.0.
 
     Keyword arguments tune retries (``max_attempts`` per call; back-off from
@@ -195,95 +193,41 @@ class TencentCloudProvider:
     )
 
     def __init__(
-        self,
-        config: TencentCloudConfig,
-        *,
-        max_attempts: int = 6,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        timeout: float = 30.0,
-        clock: Callable[[], float] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: TencentCloudConfig, *, clock: Callable[[], float] | None = None, **options: Unpack[HttpOptions]
     ) -> None:
-        import asyncio  # imported on use: `certsmith dns list` loads this module for its metadata only
-
-        import httpx
-
-        self.config = config
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        super().__init__(config, **options)
         self._clock = clock or time.time
-        url = httpx.URL(config.endpoint)
-        self._url = str(url.copy_with(path="/", query=None, fragment=None))
-        self._host = url.netloc.decode("ascii")
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._zones: list[Zone] | None = None
-        self._zones_lock = asyncio.Lock()
-        self._created: dict[tuple[str, str], tuple[str, int]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    def __repr__(self) -> str:
-        return f"TencentCloudProvider({self.config!r})"
+        self._url, self._host = endpoint_root(config.endpoint)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Build the provider from ``TENCENTCLOUD_*`` (or acme.sh's ``Tencent_*``) variables."""
         return cls(TencentCloudConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``TENCENTCLOUD_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
+    # -- the contract: present and cleanup (RecordApiProvider) run these under the record's lock --
 
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+    async def _create_record(self, fqdn: str, value: str) -> tuple[str, int]:
+        zone, subdomain = await self._locate(fqdn)
+        record_id = await self._create(zone, subdomain, value)
+        log.info("tencentcloud: TXT %s (%s in %s) = %s, RecordId %d", fqdn, subdomain, zone.name, value, record_id)
+        return zone.name, record_id
 
-    # -- the contract --
-
-    async def present(self, fqdn: str, value: str) -> None:
-        """Create the TXT record, or adopt an identical one that already exists."""
-        key = (fqdn.strip().lower().rstrip(".") + ".", value)
-        async with self._lock_for(key):
-            zone, subdomain = await self._locate(key[0])
-            record_id = await self._create(zone, subdomain, value)
-            self._created[key] = (zone.name, record_id)
-            log.info(
-                "tencentcloud: TXT %s (%s in %s) = %s, RecordId %d", key[0], subdomain, zone.name, value, record_id
-            )
-
-    async def cleanup(self, fqdn: str, value: str) -> None:
-        """Delete the record ``present`` created or adopted for (``fqdn``, ``value``), if any."""
-        key = (fqdn.strip().lower().rstrip(".") + ".", value)
-        async with self._lock_for(key):
-            created = self._created.get(key)
-            if created is None:
-                log.debug("tencentcloud: no record of ours for TXT %s = %s; nothing to delete", *key)
-                return
-            domain, record_id = created
-            try:
-                await self._call("DeleteRecord", {"Domain": domain, "RecordId": record_id})
-            except TencentCloudError as exc:
-                if exc.code not in GONE_CODES:
-                    raise
-                log.info("tencentcloud: RecordId %d was already gone", record_id)
-            del self._created[key]
-            log.info("tencentcloud: deleted TXT %s = %s (RecordId %d)", key[0], value, record_id)
+    async def _delete_record(self, fqdn: str, value: str, created: tuple[str, int]) -> None:
+        domain, record_id = created
+        try:
+            await self._call("DeleteRecord", {"Domain": domain, "RecordId": record_id})
+        except TencentCloudError as exc:
+            if exc.code not in GONE_CODES:
+                raise
+            log.info("tencentcloud: RecordId %d was already gone", record_id)
+        log.info("tencentcloud: deleted TXT %s = %s (RecordId %d)", fqdn, value, record_id)
 
     # -- zones and records --
 
-    def _lock_for(self, key: tuple[str, str]) -> asyncio.Lock:
-        import asyncio
-
-        return self._locks.setdefault(key, asyncio.Lock())
-
     async def zones(self) -> list[Zone]:
         """Every domain of the account (all ``DescribeDomainList`` pages), cached."""
-        async with self._zones_lock:
-            if self._zones is None:
-                self._zones = await self._list_zones()
-            return list(self._zones)
+        return list(await self._zones.get(None, self._list_zones))
 
     async def _list_zones(self) -> list[Zone]:
         zones: list[Zone] = []
@@ -330,16 +274,16 @@ class TencentCloudProvider:
         except TencentCloudError as exc:
             if exc.code != "InvalidParameter.DomainRecordExist":
                 raise
-            record_id = await self._find(zone, subdomain, value)
-            if record_id is None:
-                raise TencentCloudError(
+            code = exc.code
+            return await self.adopt(
+                self._find(zone, subdomain, value),
+                lambda: TencentCloudError(
                     f"DNSPod reported TXT {subdomain} in {zone.name} = {value} as existing, but it is not listed; "
                     "retry later",
                     action="CreateRecord",
-                    code=exc.code,
-                ) from None
-            log.info("tencentcloud: adopted the existing identical record %d", record_id)
-            return record_id
+                    code=code,
+                ),
+            )
         return int(result["RecordId"])
 
     async def _find(self, zone: Zone, subdomain: str, value: str) -> int | None:
@@ -365,11 +309,9 @@ class TencentCloudProvider:
 
     async def _call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Sign and send one API call; retry rate limiting, 5xx and transport errors."""
-        import httpx
-
         body = json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        for attempt in range(1, self._max_attempts + 1):
-            last = attempt == self._max_attempts
+
+        def build() -> httpx.Request:
             headers = signing.sign_json_post(
                 host=self._host,
                 service=SERVICE,
@@ -382,46 +324,42 @@ class TencentCloudProvider:
                 region=self.config.region,
                 token=self.config.session_token,
             )
-            try:
-                response = await self._http.post(self._url, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                if last:
-                    raise TencentCloudError(
-                        f"cannot reach DNSPod at {self.config.endpoint} ({type(exc).__name__}); "
-                        "check the network and TENCENTCLOUD_ENDPOINT",
-                        action=action,
-                    ) from None
-                await self._backoff(attempt)
-                continue
-            answer = _response(response)
-            error = answer.get("Error") if answer is not None else None
-            if answer is not None and not error and response.status_code < 400:
-                return answer
-            code = str(error.get("Code", "")) if isinstance(error, dict) else f"HTTP{response.status_code}"
-            if (code in RETRYABLE_CODES or response.status_code >= 500) and not last:
-                log.debug("tencentcloud: %s attempt %d: %s", action, attempt, code)
-                await self._backoff(attempt)
-                continue
-            if answer is None:
-                raise TencentCloudError(
-                    f"DNSPod {action} failed: HTTP {response.status_code} with an answer that is not the API's JSON "
-                    f"({response.text[:200].strip()!r}); check TENCENTCLOUD_ENDPOINT",
-                    action=action,
-                    code=code,
-                )
+            return self._http.build_request("POST", self._url, content=body, headers=headers)
+
+        def unreachable(exc: httpx.TransportError) -> TencentCloudError:
+            return TencentCloudError(
+                f"cannot reach DNSPod at {self.config.endpoint} ({type(exc).__name__}); "
+                "check the network and TENCENTCLOUD_ENDPOINT",
+                action=action,
+            )
+
+        return await self.send_with_retries(
+            build, lambda response: self._classify(action, response), unreachable=unreachable, label=action
+        )
+
+    def _classify(self, action: str, response: httpx.Response) -> dict[str, Any] | Retryable:
+        answer = _response(response)
+        error = answer.get("Error") if answer is not None else None
+        if answer is not None and not error and response.status_code < 400:
+            return answer
+        code = str(error.get("Code", "")) if isinstance(error, dict) else f"HTTP{response.status_code}"
+        if answer is None:
+            failure = TencentCloudError(
+                f"DNSPod {action} failed: HTTP {response.status_code} with an answer that is not the API's JSON "
+                f"({response.text[:200].strip()!r}); check TENCENTCLOUD_ENDPOINT",
+                action=action,
+                code=code,
+            )
+        else:
             server_message = str(error.get("Message", "")) if isinstance(error, dict) else ""
             request_id = answer.get("RequestId")
             message = describe_error(action, code, server_message, self.config.secret_id)
             if request_id:
                 message += f" [RequestId {request_id}]"
-            raise TencentCloudError(message, action=action, code=code, request_id=request_id)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _backoff(self, attempt: int) -> None:
-        import asyncio
-
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            failure = TencentCloudError(message, action=action, code=code, request_id=request_id)
+        if code in RETRYABLE_CODES or response.status_code >= 500:
+            return Retryable(failure, reason=code)
+        raise failure
 
 
 def _response(response: httpx.Response) -> dict[str, Any] | None:
