@@ -1,7 +1,7 @@
-"""A small client for Alibaba Cloud's RPC-style APIs beyond DNS: CAS, CDN, DCDN, SLB, ALB.
+"""What every Alibaba Cloud RPC-style API shares (Alidns, CAS, CDN, DCDN, SLB, ALB), and a client.
 
-The deploy targets in :mod:`certsmith.deploy` use it to deliver certificates. Every
-product speaks the same protocol as Alidns: one POST per call with the parameters in
+The Alidns provider and the deploy targets in :mod:`certsmith.deploy` use it. Every
+product speaks the same protocol: one POST per call with the parameters in
 the query string, signed with V3 (``ACS3-HMAC-SHA256``, the default) or V1
 (``HMAC-SHA1``) by :mod:`certsmith.dns.alidns_signing`, a JSON answer with ``Code`` and
 ``Message`` on failure. Only the API version, the endpoint and the RAM actions differ,
@@ -19,19 +19,18 @@ The credentials are the Alidns provider's (same variables, same lego / acme.sh a
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Self
 
 from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alidns_signing as signing
-from certsmith.dns.alidns import ENV as ALIDNS_ENV
-from certsmith.dns.alidns import clock_offset
 from certsmith.dns.base import EnvVar, check_endpoint, read_env
+from certsmith.dns.http_api import Retryable, RetryPolicy, send_with_retries
 from certsmith.errors import CertsmithError, ConfigError, ProviderConfigError
 
 if TYPE_CHECKING:
@@ -39,8 +38,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The AccessKey variables, exactly the Alidns provider's (names and aliases).
-CREDENTIAL_ENV: tuple[EnvVar, ...] = tuple(var for var in ALIDNS_ENV if var.name.startswith("ALIBABA_CLOUD_"))
+#: The AccessKey variables of every Alibaba Cloud product (lego's and acme.sh's names as aliases).
+CREDENTIAL_ENV: tuple[EnvVar, ...] = (
+    EnvVar(
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "AccessKey ID of a RAM user allowed to make the calls",
+        required=True,
+        aliases=("ALICLOUD_ACCESS_KEY", "Ali_Key"),
+    ),
+    EnvVar(
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "AccessKey secret of that AccessKey ID",
+        required=True,
+        secret=True,
+        aliases=("ALICLOUD_SECRET_KEY", "Ali_Secret"),
+    ),
+    EnvVar(
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+        "STS security token, when the AccessKey is a temporary STS credential",
+        secret=True,
+        aliases=("ALICLOUD_SECURITY_TOKEN",),
+    ),
+)
 REGION_ENV = EnvVar(
     "ALICLOUD_REGION",
     "Region of the product's resources (e.g. cn-hangzhou), for the products that are regional",
@@ -74,6 +93,8 @@ class Product:
     ram_actions: tuple[str, ...]
     ram_policy: str
     needs_region: bool = False
+    #: Said after the RAM actions when a call is forbidden (e.g. an optional action).
+    ram_note: str = ""
 
     def endpoint_env(self) -> EnvVar:
         return EnvVar(
@@ -130,7 +151,7 @@ class ApiSettings:
             if region is None:
                 raise ConfigError(f"{product.endpoint_var} names {{region}}: set ALICLOUD_REGION (e.g. cn-hangzhou)")
             endpoint = endpoint.replace("{region}", region)
-        endpoint = endpoint if "://" in endpoint else "https://" + endpoint
+        endpoint = with_scheme(endpoint)
         check_endpoint(product.endpoint_var, endpoint, product.endpoint.replace("{region}", region or "cn-hangzhou"))
         return cls(
             product=product,
@@ -145,13 +166,76 @@ class ApiSettings:
         )
 
 
-def parse_signature_version(text: str) -> int:
+def parse_signature_version(text: str, variable: str = "ALICLOUD_SIGNATURE_VERSION") -> int:
+    """3 (``ACS3-HMAC-SHA256``) or 1 (``HMAC-SHA1``) from the names people use for them."""
     key = text.strip().lower()
     if key in ("3", "v3", "acs3-hmac-sha256"):
         return 3
     if key in ("1", "v1", "1.0", "v2", "hmac-sha1"):  # Alibaba's newer docs call V1 "V2"
         return 1
-    raise ConfigError(f"ALICLOUD_SIGNATURE_VERSION must be 3 or 1, not {text!r}")
+    raise ConfigError(f"{variable} must be 3 or 1, not {text!r}")
+
+
+def with_scheme(endpoint: str) -> str:
+    """``alidns.aliyuncs.com`` (the SDKs' form) means ``https://alidns.aliyuncs.com``."""
+    return endpoint if "://" in endpoint else "https://" + endpoint
+
+
+def clock_offset(date_header: str | None, local_now: datetime) -> float | None:
+    """Seconds the server's ``Date`` is ahead of ``local_now`` (negative: behind)."""
+    if not date_header:
+        return None
+    try:
+        server = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=UTC)
+    return (server - local_now).total_seconds()
+
+
+def build_request(
+    http: httpx.AsyncClient,
+    *,
+    url: str,
+    host: str,
+    credentials: Credentials,
+    version: str,
+    signature_version: int,
+    action: str,
+    params: Mapping[str, str],
+    now: datetime,
+) -> httpx.Request:
+    """A freshly signed POST of ``action`` (a new nonce every time): V3 with the parameters in the
+    query, or V1 with them in a form body."""
+    nonce = uuid.uuid4().hex
+    if signature_version == 1:
+        fields = signing.v1_common_params(
+            action, credentials.access_key_id, nonce, now, credentials.security_token, version=version
+        )
+        fields.update(params)
+        fields["Signature"] = signing.sign_v1("POST", fields, credentials.access_key_secret)
+        return http.build_request(
+            "POST",
+            url,
+            content=signing.canonical_query(fields).encode("ascii"),
+            headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+        )
+    headers = signing.sign_v3(
+        method="POST",
+        host=host,
+        action=action,
+        query=params,
+        access_key_id=credentials.access_key_id,
+        secret=credentials.access_key_secret,
+        nonce=nonce,
+        moment=now,
+        security_token=credentials.security_token,
+        version=version,
+    )
+    headers["accept"] = "application/json"
+    query = signing.canonical_query(params)
+    return http.build_request("POST", url + ("?" + query if query else ""), headers=headers)
 
 
 class AliCloudError(CertsmithError):
@@ -161,8 +245,8 @@ class AliCloudError(CertsmithError):
         self,
         message: str,
         *,
-        product: str,
         action: str,
+        product: str = "",
         code: str | None = None,
         status: int | None = None,
         request_id: str | None = None,
@@ -215,10 +299,15 @@ def describe_error(
                 "requests must be within 15 minutes)"
             )
         return f"{prefix}: {clock}. Synchronise the system clock (NTP, chrony or systemd-timesyncd)"
+    if code == "InvalidTimeStamp.Format":
+        return f"{prefix}: the request timestamp was rejected; this is a bug in certsmith, please report it"
+    if code == "SignatureNonceUsed":
+        return f"{prefix}: a request nonce was reused; retry, and report it if it happens again"
     if code in _FORBIDDEN_CODES:
+        note = f" {product.ram_note}" if product.ram_note else ""
         return (
             f"{prefix}: the RAM user of AccessKey {access_key_id} may not call {action}. Grant it the "
-            f"actions {', '.join(product.ram_actions)}, or attach the system policy {product.ram_policy}"
+            f"actions {', '.join(product.ram_actions)}{note}, or attach the system policy {product.ram_policy}"
         )
     if code is not None and code.startswith("InvalidSecurityToken"):
         return (
@@ -226,7 +315,7 @@ def describe_error(
             "refresh ALIBABA_CLOUD_SECURITY_TOKEN together with the AccessKey ID and secret"
         )
     if code in RETRYABLE_CODES:
-        return f"{prefix}: Alibaba Cloud kept refusing with a temporary error; retry later"
+        return f"{prefix}: Alibaba Cloud kept throttling the requests; retry later or lower the concurrency"
     detail = f": {clean(server_message, 300)}" if server_message else ""
     return f"{prefix}{detail}"
 
@@ -234,19 +323,16 @@ def describe_error(
 class RpcClient:
     """Signed calls to one product's API.
 
-    The keyword arguments tune retries (``max_attempts`` per call, back-off from
-    ``retry_delay`` doubling up to ``max_retry_delay`` seconds, with jitter) and let
-    tests supply the ``clock`` and an httpx ``transport``. Use one instance from one
-    event loop; ``aclose`` it (or use ``async with``).
+    ``retry`` bounds each call (the DNS providers' :class:`~certsmith.dns.http_api.RetryPolicy`);
+    ``clock`` and an httpx ``transport`` are for tests. Use one instance from one event
+    loop; ``aclose`` it (or use ``async with``).
     """
 
     def __init__(
         self,
         settings: ApiSettings,
         *,
-        max_attempts: int = 5,
-        retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
+        retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -254,9 +340,7 @@ class RpcClient:
         import httpx
 
         self.settings = settings
-        self._max_attempts = max(1, max_attempts)
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        self._retry = retry or RetryPolicy(max_attempts=5)
         self._clock = clock or (lambda: datetime.now(UTC))
         url = httpx.URL(settings.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
@@ -276,82 +360,43 @@ class RpcClient:
         """Sign and send ``action``; the answer's JSON object, or :class:`AliCloudError`.
 
         Values are sent as strings (``True`` as ``true``); ``RegionId`` is added for
-        regional products unless given.
+        regional products unless given. Throttling, 5xx and transport errors are retried.
         """
-        import httpx
-
-        product = self.settings.product
-        fields = {k: _text(v) for k, v in (params or {}).items()}
-        if product.needs_region and self.settings.region and "RegionId" not in fields:
-            fields["RegionId"] = self.settings.region
-        for attempt in range(1, self._max_attempts + 1):
-            request = self._build(action, fields)
-            last = attempt == self._max_attempts
-            try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                if last:
-                    raise AliCloudError(
-                        f"cannot reach {product.name} at {self.settings.endpoint} ({type(exc).__name__}: "
-                        f"{clean(str(exc), 200)}); check the network and {product.endpoint_var}",
-                        product=product.name,
-                        action=action,
-                    ) from None
-                log.debug("%s: %s attempt %d: %s", product.name, action, attempt, type(exc).__name__)
-                await self._backoff(attempt)
-                continue
-            body = json_object(response)
-            code = body.get("Code") if body is not None else None
-            if response.status_code < 400 and body is not None and not code:
-                log.debug("%s: %s ok", product.name, action)
-                return body
-            if (code in RETRYABLE_CODES or response.status_code >= 500) and not last:
-                log.debug("%s: %s attempt %d: HTTP %d %s", product.name, action, attempt, response.status_code, code)
-                await self._backoff(attempt)
-                continue
-            raise self._error(action, response, body)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
-        """A freshly signed request: new nonce and UTC timestamp on every attempt."""
         settings = self.settings
-        creds = settings.credentials
-        version = settings.product.version
-        nonce = uuid.uuid4().hex
-        now = self._clock()
-        if settings.signature_version == 1:
-            fields = signing.v1_common_params(
-                action, creds.access_key_id, nonce, now, creds.security_token, version=version
+        product = settings.product
+        fields = {k: _text(v) for k, v in (params or {}).items()}
+        if product.needs_region and settings.region and "RegionId" not in fields:
+            fields["RegionId"] = settings.region
+
+        def build() -> httpx.Request:
+            return build_request(
+                self._http, url=self._url, host=self._host, credentials=settings.credentials,
+                version=product.version, signature_version=settings.signature_version,
+                action=action, params=fields, now=self._clock(),
             )
-            fields.update(params)
-            fields["Signature"] = signing.sign_v1("POST", fields, creds.access_key_secret)
-            return self._http.build_request(
-                "POST",
-                self._url,
-                content=signing.canonical_query(fields).encode("ascii"),
-                headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+
+        def unreachable(exc: httpx.TransportError) -> AliCloudError:
+            return AliCloudError(
+                f"cannot reach {product.name} at {settings.endpoint} ({type(exc).__name__}: "
+                f"{clean(str(exc), 200)}); check the network and {product.endpoint_var}",
+                product=product.name,
+                action=action,
             )
-        headers = signing.sign_v3(
-            method="POST",
-            host=self._host,
-            action=action,
-            query=params,
-            access_key_id=creds.access_key_id,
-            secret=creds.access_key_secret,
-            nonce=nonce,
-            moment=now,
-            security_token=creds.security_token,
-            version=version,
+
+        return await send_with_retries(
+            self._http, self._retry, build, lambda response: self._classify(action, response),
+            unreachable=unreachable, label=f"{product.name} {action}", log=log,
         )
-        headers["accept"] = "application/json"
-        query = signing.canonical_query(params)
-        return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
 
-    async def _backoff(self, attempt: int) -> None:
-        import asyncio
-
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+    def _classify(self, action: str, response: httpx.Response) -> dict[str, Any] | Retryable:
+        body = json_object(response)
+        code = body.get("Code") if body is not None else None
+        if response.status_code < 400 and body is not None and not code:
+            return body
+        error = self._error(action, response, body)
+        if code in RETRYABLE_CODES or response.status_code >= 500:
+            return Retryable(error, reason=str(code or ""))
+        raise error
 
     def _error(self, action: str, response: httpx.Response, body: dict[str, Any] | None) -> AliCloudError:
         product = self.settings.product

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith._http import json_object
 from certsmith._text import clean
+from certsmith.dns import alicloud_rpc as rpc
 from certsmith.dns import alidns_signing as signing
+from certsmith.dns.alicloud_rpc import CREDENTIAL_ENV, Credentials, clock_offset, parse_signature_version, with_scheme
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
 from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import ConfigError, DnsError
@@ -50,27 +50,19 @@ RAM_ACTIONS = (
     "alidns:DescribeDomainRecords",
 )
 RAM_POLICY = "AliyunDNSFullAccess"
+#: The API as a product: what the shared Alibaba Cloud error advice needs.
+PRODUCT = rpc.Product(
+    name="Alidns",
+    version=signing.API_VERSION,
+    endpoint=DEFAULT_ENDPOINT,
+    endpoint_var="ALIDNS_ENDPOINT",
+    ram_actions=RAM_ACTIONS,
+    ram_policy=RAM_POLICY,
+    ram_note="(and optionally alidns:DescribeDomainInfo)",
+)
 
 ENV = (
-    EnvVar(
-        "ALIBABA_CLOUD_ACCESS_KEY_ID",
-        "AccessKey ID of a RAM user allowed to manage the zone's records",
-        required=True,
-        aliases=("ALICLOUD_ACCESS_KEY", "Ali_Key"),
-    ),
-    EnvVar(
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        "AccessKey secret of that AccessKey ID",
-        required=True,
-        secret=True,
-        aliases=("ALICLOUD_SECRET_KEY", "Ali_Secret"),
-    ),
-    EnvVar(
-        "ALIBABA_CLOUD_SECURITY_TOKEN",
-        "STS security token, when the AccessKey is a temporary STS credential",
-        secret=True,
-        aliases=("ALICLOUD_SECURITY_TOKEN",),
-    ),
+    *CREDENTIAL_ENV,
     EnvVar("ALIDNS_ENDPOINT", "API endpoint (http:// only for loopback test servers)", default=DEFAULT_ENDPOINT),
     EnvVar(
         "ALIDNS_TTL",
@@ -108,29 +100,12 @@ def _record_id(result: Mapping[str, Any], action: str) -> str:
     return str(value)
 
 
-class AlidnsError(DnsError):
+class AlidnsError(rpc.AliCloudError, DnsError):
     """An Alidns API call failed.
 
     ``code`` is the service's error code (``None`` for transport failures),
     ``status`` the HTTP status, ``server_message`` the service's own message.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        action: str,
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-        server_message: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.action = action
-        self.code = code
-        self.status = status
-        self.request_id = request_id
-        self.server_message = server_message
 
 
 @dataclass(frozen=True, repr=False)
@@ -170,28 +145,11 @@ class AlidnsConfig:
             access_key_id=values["ALIBABA_CLOUD_ACCESS_KEY_ID"].strip(),
             access_key_secret=values["ALIBABA_CLOUD_ACCESS_KEY_SECRET"].strip(),
             security_token=values.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None,
-            endpoint=_with_scheme(values["ALIDNS_ENDPOINT"].strip()),
+            endpoint=with_scheme(values["ALIDNS_ENDPOINT"].strip()),
             ttl=parse_int("ALIDNS_TTL", values["ALIDNS_TTL"], minimum=1, maximum=86400),
             propagation_timeout=optional_seconds(values, "ALIDNS_PROPAGATION_TIMEOUT"),
-            signature_version=_parse_signature_version(values["ALIDNS_SIGNATURE_VERSION"]),
+            signature_version=parse_signature_version(values["ALIDNS_SIGNATURE_VERSION"], "ALIDNS_SIGNATURE_VERSION"),
         )
-
-
-def _parse_signature_version(text: str) -> int:
-    key = text.strip().lower()
-    if key in ("3", "v3", "acs3-hmac-sha256"):
-        return 3
-    if key in ("1", "v1", "1.0", "v2", "hmac-sha1"):  # Alibaba's newer docs call V1 "V2"
-        return 1
-    raise ConfigError(f"ALIDNS_SIGNATURE_VERSION must be 3 or 1, not {text!r}")
-
-
-def _with_scheme(endpoint: str) -> str:
-    """``alidns.aliyuncs.com`` (the SDKs' form) means ``https://alidns.aliyuncs.com``."""
-    return endpoint if "://" in endpoint else "https://" + endpoint
-
-
-
 
 
 @dataclass(frozen=True)
@@ -252,19 +210,6 @@ def select_zone(fqdn: str, zones: list[Zone]) -> tuple[Zone, str] | None:
 # --- error messages ------------------------------------------------------------------
 
 
-def clock_offset(date_header: str | None, local_now: datetime) -> float | None:
-    """Seconds the server's ``Date`` is ahead of ``local_now`` (negative: behind)."""
-    if not date_header:
-        return None
-    try:
-        server = parsedate_to_datetime(date_header)
-    except (TypeError, ValueError):
-        return None
-    if server.tzinfo is None:
-        server = server.replace(tzinfo=UTC)
-    return (server - local_now).total_seconds()
-
-
 def describe_error(
     *,
     action: str,
@@ -278,56 +223,16 @@ def describe_error(
     """An actionable message for an Alidns error code.
 
     ``offset`` is the server-minus-local clock difference in seconds (from the
-    response's ``Date``); ``zones`` the account's domains when known. The service's
-    message is quoted only for codes without a specific explanation, and never for
-    ``SignatureDoesNotMatch`` (it echoes the string to sign, security token included).
+    response's ``Date``); ``zones`` the account's domains when known. Codes every
+    Alibaba Cloud product shares are explained by :func:`certsmith.dns.alicloud_rpc.describe_error`.
     """
-    prefix = f"Alidns {action} failed ({code})"
-    if code == "SignatureDoesNotMatch":
-        return (
-            f"{prefix}: the request signature does not match; the AccessKey secret is not the one "
-            f"of AccessKey ID {access_key_id}. Check ALIBABA_CLOUD_ACCESS_KEY_SECRET (or its _FILE) "
-            "for a typo, a truncated copy or a secret of another key"
-        )
-    if code in ("InvalidAccessKeyId.NotFound", "InvalidAccessKeyId"):
-        return (
-            f"{prefix}: the AccessKey ID {access_key_id} is unknown to Alibaba Cloud (deleted, disabled "
-            "or mistyped). Check ALIBABA_CLOUD_ACCESS_KEY_ID or create a new AccessKey in the RAM console"
-        )
-    if code == "InvalidTimeStamp.Expired":
-        if offset is None:
-            clock = "the clock of this machine is probably off by more than 15 minutes"
-        else:
-            minutes = round(abs(offset) / 60)
-            unit = "minute" if minutes == 1 else "minutes"
-            direction = "behind" if offset > 0 else "ahead of"
-            clock = (
-                f"the clock is off by {minutes} {unit} (this machine is {direction} Alibaba Cloud's time; "
-                "requests must be within 15 minutes)"
-            )
-        return f"{prefix}: {clock}. Synchronise the system clock (NTP, chrony or systemd-timesyncd)"
-    if code == "InvalidTimeStamp.Format":
-        return f"{prefix}: the request timestamp was rejected; this is a bug in certsmith, please report it"
-    if code == "SignatureNonceUsed":
-        return f"{prefix}: a request nonce was reused; retry, and report it if it happens again"
-    if code in ("Forbidden.RAM", "Forbidden", "NoPermission"):
-        return (
-            f"{prefix}: the RAM user of AccessKey {access_key_id} may not call {action}. Grant it the "
-            f"actions {', '.join(RAM_ACTIONS)} (and optionally alidns:DescribeDomainInfo), "
-            f"or attach the system policy {RAM_POLICY}"
-        )
     if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and zones is not None:
         what = f"{domain} is not a domain" if domain else "the name is not in a domain"
-        return f"{prefix}: {what} in this Alibaba Cloud account; {_zone_list(zones)}"
-    if code is not None and code.startswith("InvalidSecurityToken"):
-        return (
-            f"{prefix}: the STS security token was rejected (expired or not issued for this AccessKey); "
-            "refresh ALIBABA_CLOUD_SECURITY_TOKEN together with the AccessKey ID and secret"
-        )
-    if code in RETRYABLE_CODES:
-        return f"{prefix}: Alibaba Cloud kept throttling the requests; retry later or lower the concurrency"
-    detail = f": {server_message}" if server_message else ""
-    return f"{prefix}{detail}"
+        return f"Alidns {action} failed ({code}): {what} in this Alibaba Cloud account; {_zone_list(zones)}"
+    return rpc.describe_error(
+        product=PRODUCT, action=action, code=code, server_message=server_message,
+        access_key_id=access_key_id, offset=offset,
+    )
 
 
 def _zone_list(zones: list[str]) -> str:
@@ -547,32 +452,12 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
     def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
         """A freshly signed request: new nonce and UTC timestamp on every attempt."""
         cfg = self.config
-        nonce = uuid.uuid4().hex
-        now = self._clock()
-        if cfg.signature_version == 1:
-            fields = signing.v1_common_params(action, cfg.access_key_id, nonce, now, cfg.security_token)
-            fields.update(params)
-            fields["Signature"] = signing.sign_v1("POST", fields, cfg.access_key_secret)
-            return self._http.build_request(
-                "POST",
-                self._url,
-                content=signing.canonical_query(fields).encode("ascii"),
-                headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
-            )
-        headers = signing.sign_v3(
-            method="POST",
-            host=self._host,
-            action=action,
-            query=params,
-            access_key_id=cfg.access_key_id,
-            secret=cfg.access_key_secret,
-            nonce=nonce,
-            moment=now,
-            security_token=cfg.security_token,
+        return rpc.build_request(
+            self._http, url=self._url, host=self._host,
+            credentials=Credentials(cfg.access_key_id, cfg.access_key_secret, cfg.security_token),
+            version=signing.API_VERSION, signature_version=cfg.signature_version,
+            action=action, params=params, now=self._clock(),
         )
-        headers["accept"] = "application/json"
-        query = signing.canonical_query(params)
-        return self._http.build_request("POST", self._url + ("?" + query if query else ""), headers=headers)
 
     def _error(
         self, action: str, params: Mapping[str, str], response: httpx.Response, body: dict[str, Any] | None

@@ -232,37 +232,52 @@ class HttpApiProvider(ApiProvider[C]):
         unreachable: Callable[[httpx.TransportError], Exception],
         label: str,
     ) -> T:
-        """Send one API call, bounded by the retry policy, and return what ``classify`` makes of the answer.
+        """:func:`send_with_retries` with this provider's client, retry policy and log."""
+        return await send_with_retries(
+            self._http, self._retry, build, classify, unreachable=unreachable, label=f"{self.info.name}: {label}",
+            log=self._log,
+        )
 
-        ``build`` makes the request afresh for every attempt (a new signature, nonce and
-        timestamp). ``classify`` returns the result, returns :class:`Retryable` for an
-        answer worth another attempt, or raises the provider's error. A transport error
-        is retried too; on the last attempt it becomes ``unreachable(exc)``. ``label``
-        names the call in the debug log.
-        """
-        import httpx
 
-        attempts = self._retry.max_attempts
-        for attempt in range(1, attempts + 1):
-            last = attempt == attempts
-            try:
-                response = await self._http.send(build())
-            except httpx.TransportError as exc:
-                if last:
-                    raise unreachable(exc) from None
-                self._log.debug("%s: %s attempt %d: %s", self.info.name, label, attempt, type(exc).__name__)
-                await self._retry.backoff(attempt)
-                continue
-            outcome = classify(response)
-            if not isinstance(outcome, Retryable):
-                return outcome
+async def send_with_retries(
+    http: httpx.AsyncClient,
+    retry: RetryPolicy,
+    build: Callable[[], httpx.Request],
+    classify: Callable[[httpx.Response], T | Retryable],
+    *,
+    unreachable: Callable[[httpx.TransportError], Exception],
+    label: str,
+    log: logging.Logger,
+) -> T:
+    """Send one API call, bounded by ``retry``, and return what ``classify`` makes of the answer.
+
+    ``build`` makes the request afresh for every attempt (a new signature, nonce and
+    timestamp). ``classify`` returns the result, returns :class:`Retryable` for an
+    answer worth another attempt, or raises the caller's error. A transport error is
+    retried too; on the last attempt it becomes ``unreachable(exc)``. ``label`` names
+    the call in the debug log. Also used outside DNS (the Alibaba Cloud deploy targets).
+    """
+    import httpx
+
+    attempts = retry.max_attempts
+    for attempt in range(1, attempts + 1):
+        last = attempt == attempts
+        try:
+            response = await http.send(build())
+        except httpx.TransportError as exc:
             if last:
-                raise outcome.error
-            self._log.debug(
-                "%s: %s attempt %d: HTTP %d %s", self.info.name, label, attempt, response.status_code, outcome.reason
-            )
-            await self._retry.backoff(attempt, outcome.after)
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise unreachable(exc) from None
+            log.debug("%s attempt %d: %s", label, attempt, type(exc).__name__)
+            await retry.backoff(attempt)
+            continue
+        outcome = classify(response)
+        if not isinstance(outcome, Retryable):
+            return outcome
+        if last:
+            raise outcome.error
+        log.debug("%s attempt %d: HTTP %d %s", label, attempt, response.status_code, outcome.reason)
+        await retry.backoff(attempt, outcome.after)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RecordApiProvider(HttpApiProvider[C], Generic[C, R]):
