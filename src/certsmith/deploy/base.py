@@ -424,6 +424,8 @@ def parse_seconds(name: str, text: str) -> float:
 
 _BUILTINS: dict[str, str] = {
     "alicloud-cas": "certsmith.deploy.alicloud_cas:AliCloudCasTarget",
+    "alicloud-cdn": "certsmith.deploy.alicloud_cdn:AliCloudCdnTarget",
+    "alicloud-dcdn": "certsmith.deploy.alicloud_cdn:AliCloudDcdnTarget",
     "files": "certsmith.deploy.files:FilesTarget",
     "reload": "certsmith.deploy.reload:ReloadTarget",
 }
