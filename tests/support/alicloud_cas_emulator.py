@@ -5,7 +5,7 @@ The uploaded-certificate part of CAS that deploy targets use: ``UploadUserCertif
 and ``DeleteUserCertificate``, with the authentication, RAM and error shape of
 :class:`tests.support.alicloud_emulator.AliCloudRpcEmulator`. Field names and response
 shapes are those of the official SDK (``alibabacloud-cas20200407``), which drives it in
-``tests/e2e/test_alicloud_sdk.py``.
+``tests/e2e/test_alicloud_cas_cdn_sdk.py``.
 
 Certificates belong to the account owner (every AccessKey with the same ``owner_id``
 sees them). The uploaded PEM is parsed with ``cryptography``: the key must match the
