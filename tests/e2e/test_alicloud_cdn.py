@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -13,6 +14,7 @@ from tests.conftest import Cli, clean_env
 from tests.support.alicloud_cas_emulator import CasEmulator
 from tests.support.alicloud_cdn_emulator import CdnEmulator, DcdnEmulator
 from tests.support.alicloud_emulator import AliCloudAccount
+from tests.support.alidns_emulator import AlidnsAccount, AlidnsEmulator
 
 AK, SECRET = "LTAI5tCdnDeploy", "cdn-Secret-0123456789"
 CAS_ONLY = "LTAI5tCasOnly"
@@ -163,3 +165,34 @@ def test_bad_cdn_options_are_refused_before_any_order(cli: Cli, spec: str, messa
                      *cli.http_args(), env=env, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert cli.pebble.orders_created(mark) == []
+
+
+def test_readme_path_persist_record_once_then_renewals_deliver_to_cas_and_cdn(
+    registered_cli: Cli, cloud: Cloud, tmp_path: Path
+) -> None:
+    """The README's Alibaba Cloud path: the dns-persist-01 record created once with Alidns, then issuance and
+    unattended renewals with only the CAS/CDN key in the env file, delivering to CAS + CDN."""
+    cli = registered_cli
+    srv = cli.pebble.challtestsrv
+    assert srv is not None
+    names = ("www.persist-cdn.com", "*.persist-cdn.com")
+    dns_key = ("LTAI5tDnsOnce", "dns-Secret-once")
+    with AlidnsEmulator([AlidnsAccount(*dns_key, domains=["persist-cdn.com"])], on_change=srv.set_txt_values) as em:
+        cli.run("persist", "create", "-d", names[0], "-d", names[1], "--dns", "alidns", "--dns-resolver",
+                srv.dns_address, env=clean_env(ALIBABA_CLOUD_ACCESS_KEY_ID=dns_key[0],
+                                               ALIBABA_CLOUD_ACCESS_KEY_SECRET=dns_key[1], ALIDNS_ENDPOINT=em.endpoint))
+    env_file = tmp_path / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in cloud.env().items() if k.startswith("ALI")))
+    env_file.chmod(0o600)
+    assert dns_key[1] not in env_file.read_text()
+    cloud.cdn.add_domain("www.persist-cdn.com")
+    cli.run("--env-file", str(env_file), "issue", "-d", names[0], "-d", names[1], "--challenge", "dns-persist-01",
+            "--deploy", "alicloud-cas", "--deploy", "alicloud-cdn:domain=www.persist-cdn.com", env=clean_env())
+    [first] = cloud.cas.certificates()
+    assert cloud.cdn.domain("www.persist-cdn.com").cert_id == first.cert_id
+
+    # what the timer runs: `certsmith -q renew` with the env file, no DNS variable anywhere
+    cli.run("--env-file", str(env_file), "-q", "renew", "--force", env=clean_env())
+    [second] = cloud.cas.certificates()
+    assert second.leaf() == stored_leaf(cli, "www.persist-cdn.com") and second.cert_id != first.cert_id
+    assert cloud.cdn.domain("www.persist-cdn.com").cert_id == second.cert_id and cloud.cas.deleted == [first.cert_id]
