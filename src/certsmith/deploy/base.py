@@ -417,6 +417,7 @@ def parse_seconds(name: str, text: str) -> float:
 # -- the registry -------------------------------------------------------------------------
 
 _BUILTINS: dict[str, str] = {
+    "alicloud-slb": "certsmith.deploy.alicloud_slb:SlbTarget",
     "files": "certsmith.deploy.files:FilesTarget",
     "reload": "certsmith.deploy.reload:ReloadTarget",
 }
