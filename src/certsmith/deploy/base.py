@@ -42,7 +42,9 @@ One module per target (``certsmith/deploy/<name>.py``) holding:
    Pebble (or the service's emulator) in ``tests/e2e/test_deploy.py``.
 
 Order: targets run in the order given, except that targets whose info says
-``runs_last`` (``reload``) run after all others and see what those changed.
+``runs_first`` (``alicloud-cas``, whose upload the other Alibaba Cloud targets
+reference) run before all others and those that say ``runs_last`` (``reload``) after
+all others, seeing what those changed.
 """
 
 from __future__ import annotations
@@ -105,7 +107,9 @@ class TargetInfo:
     """What ``certsmith deploy list`` and the README show about a target.
 
     ``required_one_of`` names options of which at least one must be given (``files``
-    needs some path). ``runs_last`` targets run after every other target of the lineage.
+    needs some path). ``runs_first`` targets run before every other target of the lineage
+(they publish something in ``DeployContext.shared`` the others use), ``runs_last``
+targets after every other one.
     """
 
     name: str
@@ -117,6 +121,7 @@ class TargetInfo:
     links: tuple[str, ...] = ()
     required_one_of: tuple[str, ...] = ()
     runs_last: bool = False
+    runs_first: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +139,7 @@ class TargetInfo:
                 for v in self.env
             ],
             "required_one_of": list(self.required_one_of),
+            "runs_first": self.runs_first,
             "runs_last": self.runs_last,
             "example": self.example,
             "links": list(self.links),
@@ -417,6 +423,7 @@ def parse_seconds(name: str, text: str) -> float:
 # -- the registry -------------------------------------------------------------------------
 
 _BUILTINS: dict[str, str] = {
+    "alicloud-cas": "certsmith.deploy.alicloud_cas:AliCloudCasTarget",
     "alicloud-slb": "certsmith.deploy.alicloud_slb:SlbTarget",
     "files": "certsmith.deploy.files:FilesTarget",
     "reload": "certsmith.deploy.reload:ReloadTarget",
@@ -476,9 +483,13 @@ def load_target(spec: DeploySpec, env: Mapping[str, str]) -> DeployTarget:
 
 
 def ordered(specs: Sequence[DeploySpec]) -> list[DeploySpec]:
-    """``specs`` in the order they run: as given, ``runs_last`` targets (reload) after the others."""
-    first = [s for s in specs if not target_class(s.target).info.runs_last]
-    return first + [s for s in specs if s not in first]
+    """``specs`` in the order they run: as given, except ``runs_first`` targets (alicloud-cas) before
+    the others and ``runs_last`` targets (reload) after them."""
+    infos = [target_class(s.target).info for s in specs]
+    first = [s for s, info in zip(specs, infos, strict=True) if info.runs_first]
+    middle = [s for s, info in zip(specs, infos, strict=True) if not info.runs_first and not info.runs_last]
+    last = [s for s, info in zip(specs, infos, strict=True) if info.runs_last and not info.runs_first]
+    return first + middle + last
 
 
 def failure_text(spec: DeploySpec, exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """Running a lineage's deploy targets for its current certificate.
 
-Targets run one after another in the order given (``runs_last`` ones after the rest);
+Targets run one after another in the order given (``runs_first`` ones before the rest,
+``runs_last`` ones after it);
 one failing does not stop the others and never touches the stored certificate. Each
 target's state is saved right after it ran, also when it failed, so an ID it recorded
 before failing is not lost. When every target succeeded, their ``retire`` steps run

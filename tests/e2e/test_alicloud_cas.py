@@ -1,0 +1,124 @@
+"""The alicloud-cas deploy target end to end: the real CLI against Pebble 2.10 and the CAS emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from cryptography import x509
+
+from tests.conftest import Cli, clean_env
+from tests.support.alicloud_cas_emulator import CasEmulator
+from tests.support.alicloud_emulator import AliCloudAccount
+
+AK, SECRET = "LTAI5tCasDeploy", "cas-Secret-0123456789"
+LIMITED_AK = "LTAI5tCasNoDelete"
+
+
+@pytest.fixture
+def cas() -> Iterator[CasEmulator]:
+    accounts = [
+        AliCloudAccount(AK, SECRET),
+        AliCloudAccount(
+            LIMITED_AK,
+            SECRET,
+            allowed_actions={"yundun-cert:UploadUserCertificate", "yundun-cert:ListUserCertificateOrder",
+                             "yundun-cert:GetUserCertificateDetail"},
+        ),
+    ]
+    with CasEmulator(accounts) as emulator:
+        yield emulator
+
+
+def cas_env(cas: CasEmulator, ak: str = AK, secret: str = SECRET) -> dict[str, str]:
+    return clean_env(
+        ALIBABA_CLOUD_ACCESS_KEY_ID=ak, ALIBABA_CLOUD_ACCESS_KEY_SECRET=secret, ALICLOUD_CAS_ENDPOINT=cas.endpoint
+    )
+
+
+def stored_leaf(cli: Cli, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((cli.state_dir / "certificates" / name / "cert.pem").read_bytes())
+
+
+def test_upload_once_per_version_then_renewal_deletes_the_replaced(registered_cli: Cli, cas: CasEmulator) -> None:
+    cli = registered_cli
+    env = cas_env(cas)
+    issued = json.loads(
+        cli.run("--json", "issue", "-d", "cas.example.com", "--deploy", "alicloud-cas", *cli.http_args(),
+                env=env).stdout
+    )
+    [outcome] = issued["deploy"]
+    [first] = cas.certificates()
+    leaf = stored_leaf(cli, "cas.example.com")
+    assert first.leaf() == leaf and first.name == f"certsmith-cas.example.com-{format(leaf.serial_number, 'x')[:16]}"
+    assert outcome["ok"] and outcome["changed"] == [f"uploaded CAS certificate {first.name} (CertId {first.cert_id})"]
+    state = json.loads((cli.state_dir / "certificates" / "cas.example.com" / "deploy.json").read_text())
+    assert SECRET not in json.dumps(state)
+
+    # deploy twice: nothing uploaded, nothing deleted
+    for _ in range(2):
+        again = json.loads(cli.run("--json", "deploy", "cas.example.com", env=env).stdout)
+        assert again["deploy"][0]["changed"] == [] and again["deploy"][0]["unchanged"], again
+    assert cas.calls("UploadUserCertificate") == 1 and len(cas.certificates()) == 1
+
+    # the lineage's deploy state lost: the upload of this version is found by its name, not uploaded again
+    (cli.state_dir / "certificates" / "cas.example.com" / "deploy.json").unlink()
+    adopted = json.loads(cli.run("--json", "deploy", "cas.example.com", env=env).stdout)
+    assert adopted["deploy"][0]["changed"] == [] and cas.calls("UploadUserCertificate") == 1
+
+    renewed = json.loads(cli.run("--json", "renew", "cas.example.com", "--force", env=env).stdout)
+    [result] = renewed["results"]
+    [second] = cas.certificates()
+    assert second.leaf() == stored_leaf(cli, "cas.example.com") and second.cert_id != first.cert_id
+    assert result["deploy"][0]["changed"] == [
+        f"uploaded CAS certificate {second.name} (CertId {second.cert_id})",
+        f"deleted CAS certificate {first.cert_id}",
+    ]
+    assert cas.deleted == [first.cert_id]
+
+
+def test_a_certificate_in_use_is_kept_and_deleted_on_a_later_run(registered_cli: Cli, cas: CasEmulator) -> None:
+    cli = registered_cli
+    env = cas_env(cas)
+    cli.run("issue", "-d", "inuse.example.com", "--deploy", "alicloud-cas", *cli.http_args(), env=env)
+    [first] = cas.certificates()
+    cas.bind(first.cert_id, "cdn:inuse.example.com")
+    renewed = json.loads(cli.run("--json", "renew", "inuse.example.com", "--force", env=env).stdout)
+    [result] = renewed["results"]
+    assert result["deploy"][0]["ok"] and renewed["results"][0]["renewed"]
+    assert any(line.startswith(f"kept CAS certificate {first.cert_id}: CAS refused to delete it (CertInUse")
+               for line in result["deploy"][0]["changed"])
+    assert len(cas.certificates()) == 2
+    cas.unbind("cdn:inuse.example.com")
+    later = json.loads(cli.run("--json", "deploy", "inuse.example.com", env=env).stdout)
+    assert later["deploy"][0]["changed"] == [f"deleted CAS certificate {first.cert_id}"]
+    assert cas.deleted == [first.cert_id]
+
+
+def test_ram_forbidden_and_wrong_secret_explain_in_one_line(registered_cli: Cli, cas: CasEmulator) -> None:
+    cli = registered_cli
+    wrong = cli.run("issue", "-d", "casbad.example.com", "--deploy", "alicloud-cas", *cli.http_args(),
+                    env=cas_env(cas, secret="not-the-secret"), check=False)
+    assert wrong.returncode == 1
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: deploy target alicloud-cas failed: CAS ListUserCertificateOrder failed (SignatureDoesNotMatch): "
+        f"the request signature does not match; the AccessKey secret is not the one of AccessKey ID {AK}"
+    ), errors
+    stored_leaf(cli, "casbad.example.com")  # the new certificate is stored all the same
+    assert cas.certificates() == []
+
+    # a RAM user that may upload but not delete: the upload works, the renewal's clean-up fails clearly
+    limited = cas_env(cas, ak=LIMITED_AK)
+    cli.run("deploy", "casbad.example.com", env=limited)
+    renewed = cli.run("renew", "casbad.example.com", "--force", env=limited, check=False)
+    assert renewed.returncode == 1, renewed.stderr
+    errors = [line for line in renewed.stderr.splitlines() if "deploy target alicloud-cas failed" in line]
+    assert len(errors) == 1 and "CAS DeleteUserCertificate failed (Forbidden.RAM): the RAM user of AccessKey " \
+        f"{LIMITED_AK} may not call DeleteUserCertificate. Grant it the actions yundun-cert:UploadUserCertificate" \
+        in errors[0], errors
+    assert len(cas.certificates()) == 2  # nothing lost; the next run with the right key deletes the old one
+    fixed = json.loads(cli.run("--json", "deploy", "casbad.example.com", env=cas_env(cas)).stdout)
+    assert len(fixed["deploy"][0]["changed"]) == 1 and fixed["deploy"][0]["changed"][0].startswith("deleted")
+    assert len(cas.certificates()) == 1 and cas.certificates()[0].leaf() == stored_leaf(cli, "casbad.example.com")
