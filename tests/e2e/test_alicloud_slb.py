@@ -156,3 +156,31 @@ def test_a_missing_listener_or_bad_option(registered_cli: Cli, emulator: SlbEmul
                      *cli.http_args(), env=noregion, check=False)
     assert region.returncode == 1 and "needs ALICLOUD_REGION (e.g. cn-hangzhou): SLB is regional" in region.stderr
     assert not (cli.state_dir / "certificates" / "slbbad.example.com").exists()
+
+
+def test_from_the_cas_certificate(registered_cli: Cli) -> None:
+    from tests.support.alicloud_cas_emulator import CasEmulator
+
+    cli, account = registered_cli, AliCloudAccount(AK, SECRET)
+
+    def cas_pem(cert_id: str) -> str | None:
+        found = cas.certificate(int(cert_id)) if cert_id.isdigit() else None
+        return found.cert_pem if found else None
+
+    with CasEmulator([account]) as cas, SlbEmulator([account], cas_lookup=cas_pem) as slb:
+        slb.add_load_balancer(LB, "cn-hangzhou")
+        env = {**slb_env(slb), "ALICLOUD_CAS_ENDPOINT": cas.endpoint}
+        cli.run("issue", "-d", "slbcas.example.com", "--deploy", f"alicloud-slb:load-balancer={LB}",
+                "--deploy", "alicloud-cas", *cli.http_args(), env=env)
+        [first] = cas.certificates()
+        server = slb.certificates[slb.listener(LB)["ServerCertificateId"]]
+        assert server.cas_id == str(first.cert_id) and server.pem is None  # a reference, no key sent to SLB
+        assert server.fingerprint == fingerprint(stored_leaf(cli, "slbcas.example.com"))
+        [upload] = [r for r in slb.requests if r.action == "UploadServerCertificate"]
+        assert upload.params["AliCloudCertificateRegionId"] == "cn-hangzhou" and "PrivateKey" not in upload.params
+
+        cli.run("renew", "slbcas.example.com", "--force", env=env)
+        [second] = cas.certificates()
+        assert cas.deleted == [first.cert_id]
+        [server] = slb.certificates.values()
+        assert server.cas_id == str(second.cert_id) and slb.listener(LB)["ServerCertificateId"] == server.id
