@@ -308,10 +308,11 @@ class Manager:
 
     def _check_deploy(self, request: CertificateRequest) -> None:
         """Load every deploy target of ``request`` (options, environment): ConfigError before anything is sent."""
-        from certsmith.deploy.base import load_target
+        from certsmith.deploy.base import check_requirements, load_target
 
         for spec in request.deploy:
             load_target(spec, self.env)
+        check_requirements(request.deploy)
         if request.csr_der is not None:
             for spec in request.deploy:
                 if spec.target == "files" and {"key", "pkcs12"} & set(spec.option_map()):

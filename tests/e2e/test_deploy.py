@@ -173,7 +173,7 @@ def test_deploy_of_an_unknown_lineage_or_one_without_targets(registered_cli: Cli
     assert plain.returncode == 1 and "has no deploy targets; give them with issue --deploy" in plain.stderr
     listed = json.loads(cli.run("--json", "deploy", "list").stdout)
     names = [t["name"] for t in listed["targets"]]
-    assert names == sorted(names) and {"alicloud-cas", "files", "reload"} <= set(names)
+    assert names == sorted(names) and {"alicloud-cas", "alicloud-slb", "files", "reload"} <= set(names)
     files = listed["targets"][names.index("files")]
     assert {"name": "CERTSMITH_PKCS12_PASSWORD", "secret": True}.items() <= files["env"][0].items()
     assert {o["name"] for o in files["options"]} >= {"cert", "chain", "fullchain", "key", "der", "pkcs12", "owner",

@@ -121,6 +121,8 @@ targets after every other one.
     required_one_of: tuple[str, ...] = ()
     runs_last: bool = False
     runs_first: bool = False
+    #: Targets that must be configured for the same lineage too (``alicloud-alb`` uses ``alicloud-cas``'s upload).
+    requires: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +141,7 @@ targets after every other one.
             ],
             "required_one_of": list(self.required_one_of),
             "runs_first": self.runs_first,
+            "requires": list(self.requires),
             "runs_last": self.runs_last,
             "example": self.example,
             "links": list(self.links),
@@ -422,9 +425,11 @@ def parse_seconds(name: str, text: str) -> float:
 # -- the registry -------------------------------------------------------------------------
 
 _BUILTINS: dict[str, str] = {
+    "alicloud-alb": "certsmith.deploy.alicloud_alb:AlbTarget",
     "alicloud-cas": "certsmith.deploy.alicloud_cas:AliCloudCasTarget",
     "alicloud-cdn": "certsmith.deploy.alicloud_cdn:AliCloudCdnTarget",
     "alicloud-dcdn": "certsmith.deploy.alicloud_cdn:AliCloudDcdnTarget",
+    "alicloud-slb": "certsmith.deploy.alicloud_slb:SlbTarget",
     "files": "certsmith.deploy.files:FilesTarget",
     "reload": "certsmith.deploy.reload:ReloadTarget",
 }
@@ -471,10 +476,20 @@ def ordered(specs: Sequence[DeploySpec]) -> list[DeploySpec]:
     return first + middle + last
 
 
+def check_requirements(specs: Sequence[DeploySpec]) -> None:
+    """Refuse, in one line, a target configured without a target it ``requires`` (see :class:`TargetInfo`)."""
+    given = {spec.target for spec in specs}
+    for spec in specs:
+        for needed in target_class(spec.target).info.requires:
+            if needed not in given:
+                raise ConfigError(f"deploy target {spec.target!r} uses {needed}'s upload: add --deploy {needed} "
+                                  f"before {spec.target}")
+
+
 def failure_text(spec: DeploySpec, exc: BaseException) -> str:
     """One line naming the target and the cause."""
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"deploy target {spec.target} failed: {cause}"
 
 
-__all__ += ["DeployError", "builtin_targets", "failure_text", "ordered"]
+__all__ += ["DeployError", "builtin_targets", "check_requirements", "failure_text", "ordered"]

@@ -4,7 +4,7 @@ Targets run one after another in the order given (``runs_first`` ones before the
 ``runs_last`` ones after it);
 one failing does not stop the others and never touches the stored certificate. Each
 target's state is saved right after it ran, also when it failed, so an ID it recorded
-before failing is not lost. When every target succeeded, their ``retire`` steps run
+before failing is not lost. When every target succeeded, their ``retire`` steps run (last target first)
 (removing what the new certificate replaced).
 """
 
@@ -106,7 +106,9 @@ async def run_targets(
                 store.save_deploy_state(meta.name, states)
         log.info("%s: deploy target %s: %s", meta.name, spec.text, results[-1].to_json())
     if all(result.ok for result in results):
-        for index, spec, target, context in ran:
+        # In reverse: a target that referenced another's upload (an SLB server certificate made from
+        # the CAS certificate, an ALB additional certificate) lets go of it before that one is deleted.
+        for index, spec, target, context in reversed(ran):
             before = dict(context.state)
             try:
                 retired = await target.retire(context)
