@@ -187,6 +187,29 @@ def test_poll_follows_retry_after_with_a_cap() -> None:
     assert all(body["payload"] == "" for _, _, body in ca.posts), "polling is POST-as-GET"
 
 
+def test_order_polling_after_finalize_starts_short_and_grows() -> None:
+    """A CA that issues within milliseconds is asked again after 10 ms, not 50; a slow one
+    is asked with tripling waits (10, 30, 90 ms ...), so one that takes a second is asked
+    about five times."""
+    order = {"status": "processing", "finalize": f"{BASE}/fin", "identifiers": [], "authorizations": []}
+    done = {**order, "status": "valid", "certificate": f"{BASE}/cert"}
+    answers = iter([ok("f", order), ok("a", order), ok("b", order), ok("c", done)])
+    ca = FakeCa(lambda url, body, n: next(answers))
+    sleeps = Sleeps()
+
+    async def run() -> str:
+        from certsmith.acme.resources import Order
+
+        async with ca.client(sleep=sleeps) as client:
+            pending = Order.from_json(f"{BASE}/order/1", {**order, "status": "ready"})
+            finalized = await client.finalize(pending, b"csr")
+            return finalized.status.value
+
+    assert asyncio.run(run()) == "valid"
+    assert sleeps.calls == pytest.approx([0.01, 0.03, 0.09])
+    assert [url for url, _, _ in ca.posts] == [f"{BASE}/fin"] + [f"{BASE}/order/1"] * 3
+
+
 def test_key_change_inner_jws_has_no_nonce_and_the_new_jwk() -> None:
     ca = FakeCa(lambda url, body, n: ok(f"n{n}"))
     new_key = generate_key("ec384")
