@@ -386,3 +386,69 @@ def test_a_gzipped_answer_is_read_once_and_an_oversized_one_refused() -> None:
     for kind in ("huge", "bomb"):
         with pytest.raises(UnexpectedResponse, match="bytes"):
             fetch(kind)
+
+
+class SlowCa:
+    """Answers POSTs only when ``release`` is set, each with a fresh nonce; counts HEADs."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.heads = 0
+        self.counter = 0
+        self.used: list[str] = []
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if request.method == "GET":
+            return httpx.Response(200, json=DIRECTORY)
+        self.counter += 1
+        nonce = f"nonce{self.counter}"
+        if request.method == "HEAD":
+            self.heads += 1
+            return httpx.Response(200, headers={"Replay-Nonce": nonce})
+        self.used.append(json.loads(b64u_decode(json.loads(request.content)["protected"]))["nonce"])
+        if url.endswith("/slow"):
+            await self.release.wait()
+        return ok(nonce, {"status": "valid", "identifier": {"type": "dns", "value": "x.test"}})
+
+    def client(self) -> AcmeClient:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return AcmeClient(f"{BASE}/dir", generate_key(), account_url=f"{BASE}/acct/1", http=http)
+
+
+def test_requests_waiting_for_a_nonce_are_served_by_responses_in_flight_one_each() -> None:
+    """Thirty requests started while one is in flight take their nonces from the responses,
+    one each (no nonce is used twice), with a single HEAD newNonce for the whole run."""
+    ca = SlowCa()
+
+    async def run() -> None:
+        async with ca.client() as client:
+            slow = asyncio.create_task(client.get_authorization(f"{BASE}/slow"))
+            await asyncio.sleep(0.01)  # the slow request is in flight; the pool is empty
+            fast = [asyncio.create_task(client.get_authorization(f"{BASE}/authz/{i}")) for i in range(30)]
+            await asyncio.sleep(0.01)
+            ca.release.set()
+            await asyncio.gather(slow, *fast)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=1.5))  # a stranded waiter would wait 2 s, then HEAD
+    assert ca.heads == 1
+    assert len(ca.used) == 31 and len(set(ca.used)) == 31
+
+
+def test_a_cancelled_nonce_waiter_does_not_strand_the_next_one() -> None:
+    ca = SlowCa()
+
+    async def run() -> None:
+        async with ca.client() as client:
+            slow = asyncio.create_task(client.get_authorization(f"{BASE}/slow"))
+            await asyncio.sleep(0.01)
+            first = asyncio.create_task(client.get_authorization(f"{BASE}/authz/1"))
+            second = asyncio.create_task(client.get_authorization(f"{BASE}/authz/2"))
+            await asyncio.sleep(0.01)
+            first.cancel()  # waiting in line ahead of the second
+            ca.release.set()
+            await asyncio.gather(slow, second)
+            assert first.cancelled()
+
+    asyncio.run(asyncio.wait_for(run(), timeout=1.5))
+    assert ca.heads == 1 and len(ca.used) == 2
