@@ -114,3 +114,18 @@ def test_the_guard_sees_heavy_imports(tmp_path: Path) -> None:
     modules, result = _imported(["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test"], tmp_path)
     assert result.returncode == 1
     assert {"httpx", "certsmith.acme.client", "cryptography.x509"} <= modules
+
+
+def test_issue_without_deploy_targets_does_not_load_the_deploy_machinery(tmp_path: Path) -> None:
+    """An ``issue`` without ``--deploy`` gets past the preflight (it fails only at the CA, which
+    does not listen on port 1) without importing the deploy targets; one with ``--deploy`` does."""
+    common = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
+              "--agree-tos"]
+    modules, result = _imported(common, tmp_path / "plain")
+    assert result.returncode == 1 and "cannot reach the CA" in result.stderr, result.stderr[-2000:]
+    assert "certsmith.acme.client" in modules
+    assert sorted(m for m in modules if m.startswith("certsmith.deploy.") and m != "certsmith.deploy.hook") == []
+
+    modules, result = _imported([*common, "--deploy", "files:nosuchoption=1"], tmp_path / "deploy")
+    assert result.returncode == 1 and "has no option nosuchoption" in result.stderr, result.stderr[-2000:]
+    assert "certsmith.deploy.base" in modules
