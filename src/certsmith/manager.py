@@ -526,7 +526,7 @@ class Manager:
         try:
             await solver.present(job_list)
             await asyncio.gather(*(client.answer_challenge(url) for _, url, _ in jobs))
-            results = await asyncio.gather(*(client.poll_authorization(a.url, first_wait=0.02) for a, _, _ in jobs))
+            results = await asyncio.gather(*(client.poll_authorization(a.url) for a, _, _ in jobs))
         finally:
             await solver.cleanup(job_list)
         failed = {a.name: a.error for a in results if a.status != AuthorizationStatus.VALID}
