@@ -49,7 +49,6 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.deploy.hook import run_deploy_hook
-from certsmith.deploy.runner import TargetResult, failures, run_targets
 from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
 from certsmith.leftovers import StoreJournal, clean_leftovers
@@ -66,6 +65,8 @@ from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, 
 
 if TYPE_CHECKING:
     import httpx
+
+    from certsmith.deploy.runner import TargetResult
 
 log = logging.getLogger("certsmith")
 
@@ -287,7 +288,7 @@ class Manager:
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
         deployed = await self._deploy_targets(request, meta, location)
-        target_errors = failures(deployed)
+        target_errors = _deploy_failures(deployed)
         errors = [target_errors] if target_errors else []
         if request.deploy_hook:
             self.event("deploy", f"{name}: running deploy hook")
@@ -305,9 +306,13 @@ class Manager:
         )
 
     # -- deploy targets --------------------------------------------------------------
+    # (certsmith.deploy is imported only when a request has targets: an issue without
+    # --deploy does not load it; tests/unit/test_lazy_imports.py)
 
     def _check_deploy(self, request: CertificateRequest) -> None:
         """Load every deploy target of ``request`` (options, environment): ConfigError before anything is sent."""
+        if not request.deploy:
+            return
         from certsmith.deploy.base import check_requirements, load_target
 
         for spec in request.deploy:
@@ -324,6 +329,8 @@ class Manager:
     ) -> list[TargetResult]:
         if not request.deploy:
             return []
+        from certsmith.deploy.runner import run_targets  # the deploy machinery, only for a lineage with targets
+
         results = await run_targets(self.store, request.deploy, meta, self.env, location=location)
         for result in results:
             what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
@@ -522,7 +529,7 @@ class Manager:
         try:
             await solver.present(job_list)
             await asyncio.gather(*(client.answer_challenge(url) for _, url, _ in jobs))
-            results = await asyncio.gather(*(client.poll_authorization(a.url, first_wait=0.02) for a, _, _ in jobs))
+            results = await asyncio.gather(*(client.poll_authorization(a.url) for a, _, _ in jobs))
         finally:
             await solver.cleanup(job_list)
         failed = {a.name: a.error for a in results if a.status != AuthorizationStatus.VALID}
@@ -699,3 +706,12 @@ def _replaceable(previous: LineageMeta | None, directory_url: str, identifiers: 
     if previous is None or not previous.cert_id or previous.directory_url != directory_url:
         return ""
     return previous.cert_id if set(previous.names) & {i.value for i in identifiers} else ""
+
+
+def _deploy_failures(results: Sequence[TargetResult]) -> str | None:
+    """The failed deploy targets' errors in one line, or ``None``."""
+    if not results:
+        return None
+    from certsmith.deploy.runner import failures
+
+    return failures(results)

@@ -10,13 +10,15 @@ at once. Nothing here reads the clock, the disk or the network.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certsmith._time import format_time, parse_time
 from certsmith.storage.base import LineageMeta, RenewalState
+
+if TYPE_CHECKING:
+    import random
 
 SHORT_LIFETIME = timedelta(days=10)
 # RFC 9773 §4.3: a client should clamp Retry-After to reasonable bounds.
@@ -119,7 +121,11 @@ def state_from_ari(
     renew_at = base.ari_renew_at
     if not renew_at or (base.ari_window_start, base.ari_window_end) != (start, end):
         span = max((window_end - window_start).total_seconds(), 0.0)
-        offset = (rng or random.SystemRandom()).uniform(0.0, span)
+        if rng is None:
+            import random  # only a renewal inside an ARI window draws a time; `list` does not
+
+            rng = random.SystemRandom()
+        offset = rng.uniform(0.0, span)
         renew_at = format_time(window_start + timedelta(seconds=offset))
     return replace(
         base,

@@ -8,18 +8,17 @@ Messages here speak in parameter names; the CLI translates them into flags.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_DIRECTORY, DEFAULT_KEY_TYPE, DIRECTORIES, KEY_TYPES
-from certsmith.deploy.base import DeploySpec
 from certsmith.errors import ConfigError
 from certsmith.storage.base import MAX_LINEAGE_NAME, LineageMeta
 
 if TYPE_CHECKING:
     from certsmith.crypto import Identifier
+    from certsmith.deploy.base import DeploySpec
 
 
 def resolve_directory(value: str | None) -> str:
@@ -193,6 +192,10 @@ def _deploy_specs(data: Any) -> tuple[DeploySpec, ...]:
         return ()
     if not isinstance(data, list):
         raise ValueError("deploy must be a list of targets")
+    # Only a lineage with deploy targets loads their machinery: `list` and `show` read
+    # every lineage's settings and stay light (tests/unit/test_lazy_imports.py).
+    from certsmith.deploy.base import DeploySpec
+
     return tuple(DeploySpec.from_json(item) for item in data)
 
 
@@ -215,5 +218,7 @@ def lineage_name_for(names: Sequence[str]) -> str:
         name = "0" + name
     if len(name) <= MAX_LINEAGE_NAME:
         return name
+    import hashlib  # loads OpenSSL's libcrypto: only for the rare over-long name, not for `list`
+
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: MAX_LINEAGE_NAME - 9].rstrip('.-')}-{digest}"

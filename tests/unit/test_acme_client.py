@@ -187,6 +187,29 @@ def test_poll_follows_retry_after_with_a_cap() -> None:
     assert all(body["payload"] == "" for _, _, body in ca.posts), "polling is POST-as-GET"
 
 
+def test_order_polling_after_finalize_starts_short_and_grows() -> None:
+    """A CA that issues within milliseconds is asked again after 10 ms, not 50; a slow one
+    is asked with tripling waits (10, 30, 90 ms ...), so one that takes a second is asked
+    about five times."""
+    order = {"status": "processing", "finalize": f"{BASE}/fin", "identifiers": [], "authorizations": []}
+    done = {**order, "status": "valid", "certificate": f"{BASE}/cert"}
+    answers = iter([ok("f", order), ok("a", order), ok("b", order), ok("c", done)])
+    ca = FakeCa(lambda url, body, n: next(answers))
+    sleeps = Sleeps()
+
+    async def run() -> str:
+        from certsmith.acme.resources import Order
+
+        async with ca.client(sleep=sleeps) as client:
+            pending = Order.from_json(f"{BASE}/order/1", {**order, "status": "ready"})
+            finalized = await client.finalize(pending, b"csr")
+            return finalized.status.value
+
+    assert asyncio.run(run()) == "valid"
+    assert sleeps.calls == pytest.approx([0.01, 0.03, 0.09])
+    assert [url for url, _, _ in ca.posts] == [f"{BASE}/fin"] + [f"{BASE}/order/1"] * 3
+
+
 def test_key_change_inner_jws_has_no_nonce_and_the_new_jwk() -> None:
     ca = FakeCa(lambda url, body, n: ok(f"n{n}"))
     new_key = generate_key("ec384")
@@ -363,3 +386,69 @@ def test_a_gzipped_answer_is_read_once_and_an_oversized_one_refused() -> None:
     for kind in ("huge", "bomb"):
         with pytest.raises(UnexpectedResponse, match="bytes"):
             fetch(kind)
+
+
+class SlowCa:
+    """Answers POSTs only when ``release`` is set, each with a fresh nonce; counts HEADs."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.heads = 0
+        self.counter = 0
+        self.used: list[str] = []
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if request.method == "GET":
+            return httpx.Response(200, json=DIRECTORY)
+        self.counter += 1
+        nonce = f"nonce{self.counter}"
+        if request.method == "HEAD":
+            self.heads += 1
+            return httpx.Response(200, headers={"Replay-Nonce": nonce})
+        self.used.append(json.loads(b64u_decode(json.loads(request.content)["protected"]))["nonce"])
+        if url.endswith("/slow"):
+            await self.release.wait()
+        return ok(nonce, {"status": "valid", "identifier": {"type": "dns", "value": "x.test"}})
+
+    def client(self) -> AcmeClient:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return AcmeClient(f"{BASE}/dir", generate_key(), account_url=f"{BASE}/acct/1", http=http)
+
+
+def test_requests_waiting_for_a_nonce_are_served_by_responses_in_flight_one_each() -> None:
+    """Thirty requests started while one is in flight take their nonces from the responses,
+    one each (no nonce is used twice), with a single HEAD newNonce for the whole run."""
+    ca = SlowCa()
+
+    async def run() -> None:
+        async with ca.client() as client:
+            slow = asyncio.create_task(client.get_authorization(f"{BASE}/slow"))
+            await asyncio.sleep(0.01)  # the slow request is in flight; the pool is empty
+            fast = [asyncio.create_task(client.get_authorization(f"{BASE}/authz/{i}")) for i in range(30)]
+            await asyncio.sleep(0.01)
+            ca.release.set()
+            await asyncio.gather(slow, *fast)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=1.5))  # a stranded waiter would wait 2 s, then HEAD
+    assert ca.heads == 1
+    assert len(ca.used) == 31 and len(set(ca.used)) == 31
+
+
+def test_a_cancelled_nonce_waiter_does_not_strand_the_next_one() -> None:
+    ca = SlowCa()
+
+    async def run() -> None:
+        async with ca.client() as client:
+            slow = asyncio.create_task(client.get_authorization(f"{BASE}/slow"))
+            await asyncio.sleep(0.01)
+            first = asyncio.create_task(client.get_authorization(f"{BASE}/authz/1"))
+            second = asyncio.create_task(client.get_authorization(f"{BASE}/authz/2"))
+            await asyncio.sleep(0.01)
+            first.cancel()  # waiting in line ahead of the second
+            ca.release.set()
+            await asyncio.gather(slow, second)
+            assert first.cancelled()
+
+    asyncio.run(asyncio.wait_for(run(), timeout=1.5))
+    assert ca.heads == 1 and len(ca.used) == 2

@@ -37,6 +37,12 @@ FORBIDDEN = (
     "rich",
 )
 
+#: Also never imported by ``list`` and ``show`` of lineages without deploy targets: the deploy
+#: machinery (settings parse a lineage's targets only when it has some), OpenSSL's libcrypto
+#: through hashlib (a lineage name digest is needed only when issuing) and random (drawn
+#: only for an ARI renewal time).
+READ_ONLY_FORBIDDEN = ("certsmith.deploy.base", "certsmith.deploy.runner", "hashlib", "random")
+
 _PEM = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
 
 
@@ -97,6 +103,8 @@ def test_local_commands_stay_light(
     assert "certsmith.cli" in modules, result.stderr[-2000:]
     assert result.returncode in (0, 1), result.stderr[-2000:]
     assert _forbidden(modules) == []
+    if args in (["list"], ["--json", "list"]) or args[0] == "show":
+        assert sorted(modules & set(READ_ONLY_FORBIDDEN)) == []
     if args == ["list"] and populated_dir:
         assert "example.com" in result.stdout and "_.example.org" in result.stdout
 
@@ -106,3 +114,18 @@ def test_the_guard_sees_heavy_imports(tmp_path: Path) -> None:
     modules, result = _imported(["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test"], tmp_path)
     assert result.returncode == 1
     assert {"httpx", "certsmith.acme.client", "cryptography.x509"} <= modules
+
+
+def test_issue_without_deploy_targets_does_not_load_the_deploy_machinery(tmp_path: Path) -> None:
+    """An ``issue`` without ``--deploy`` gets past the preflight (it fails only at the CA, which
+    does not listen on port 1) without importing the deploy targets; one with ``--deploy`` does."""
+    common = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
+              "--agree-tos"]
+    modules, result = _imported(common, tmp_path / "plain")
+    assert result.returncode == 1 and "cannot reach the CA" in result.stderr, result.stderr[-2000:]
+    assert "certsmith.acme.client" in modules
+    assert sorted(m for m in modules if m.startswith("certsmith.deploy.") and m != "certsmith.deploy.hook") == []
+
+    modules, result = _imported([*common, "--deploy", "files:nosuchoption=1"], tmp_path / "deploy")
+    assert result.returncode == 1 and "has no option nosuchoption" in result.stderr, result.stderr[-2000:]
+    assert "certsmith.deploy.base" in modules

@@ -184,3 +184,14 @@ def test_summary_carries_status_and_next_renewal() -> None:
 def test_unreadable_times_raise_value_error() -> None:
     with pytest.raises(ValueError):
         renewal_decision(meta(timedelta(days=1), not_after="soon"), None, ISSUED)
+
+
+def test_without_an_rng_the_moment_comes_from_the_system_random_source() -> None:
+    start, end = ISSUED, ISSUED + timedelta(hours=100)
+    moments = {
+        state_from_ari(1, None, window_start=start, window_end=end, explanation=None, retry_after=None,
+                       now=ISSUED).ari_renew_at
+        for _ in range(5)
+    }
+    assert all(start <= parse_time(m) <= end for m in moments)
+    assert len(moments) > 1  # drawn each time, not fixed

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 def parse_specs(texts: tuple[str, ...]) -> tuple[DeploySpec, ...]:
     """The ``--deploy`` values, parsed (syntax only; the manager's preflight loads the targets)."""
+    if not texts:
+        return ()  # no deploy machinery for an issue without --deploy
     from certsmith.deploy.base import parse_deploy_spec
 
     return tuple(parse_deploy_spec(text) for text in texts)
