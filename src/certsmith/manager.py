@@ -49,7 +49,7 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.deploy.hook import run_deploy_hook
-from certsmith.errors import CertsmithError, ConfigError, StorageError
+from certsmith.errors import CertsmithError, ConfigError, LockedError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
 from certsmith.leftovers import StoreJournal, clean_leftovers
 from certsmith.policy import (
@@ -66,6 +66,7 @@ from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, 
 if TYPE_CHECKING:
     import httpx
 
+    from certsmith.deploy.base import DeploySpec
     from certsmith.deploy.runner import TargetResult
 
 log = logging.getLogger("certsmith")
@@ -254,11 +255,16 @@ class Manager:
         """Remove the DNS records and web-root files that killed runs left behind (see :mod:`certsmith.leftovers`)."""
         return await clean_leftovers(self.store, self.env, self.event)
 
-    async def issue(self, request: CertificateRequest, *, force: bool = True) -> IssueResult:
+    async def issue(
+        self, request: CertificateRequest, *, force: bool = True, seen_version: int | None = None
+    ) -> IssueResult:
         """Obtain a certificate for ``request`` and store it as its lineage.
 
         With ``force=False`` a lineage that already has a valid, not yet due certificate
         for the same names, key type, profile and CA is kept and nothing is ordered.
+        ``seen_version`` is the version the caller decided on (renew): when the lineage has
+        another one by the time its lock is held, another process renewed it meanwhile and
+        it is kept, even with ``force``.
         """
         identifiers = self.identifiers_for(request)
         name = validate_lineage_name(request.lineage or lineage_name_for([i.value for i in identifiers]))
@@ -268,6 +274,8 @@ class Manager:
         client = await self.accounts.client(directory_url, request.ca_bundle)
         async with self.store.alock(name, wait=self.lock_wait):
             previous = self._load_meta(name)
+            if seen_version is not None and previous is not None and previous.version != seen_version:
+                return self._kept(previous, f"renewed meanwhile by another process (now version {previous.version})")
             if not force and previous is not None:
                 keep = self._keep_reason(previous, request, identifiers, directory_url)
                 if keep is not None:
@@ -589,11 +597,12 @@ class Manager:
             else:
                 outcomes[name] = RenewOutcome(name, False, decision.reason)
         # issue() re-checks under each lineage's lock: another process may have just renewed it.
-        results = await asyncio.gather(
-            *(self.issue(request, force=force) for _, request, _ in todo), return_exceptions=True
-        )
+        versions = {meta.name: meta.version for meta in metas}
+        results = await self._renew_all(todo, versions, force)
         for (name, _, reason), result in zip(todo, results, strict=True):
-            if isinstance(result, CertsmithError):
+            if isinstance(result, LockedError):
+                outcomes[name] = RenewOutcome(name, False, f"left to another process, which holds it ({result})")
+            elif isinstance(result, CertsmithError):
                 outcomes[name] = RenewOutcome(name, False, reason, error=str(result), exception=result)
             elif isinstance(result, BaseException):
                 raise result
@@ -601,6 +610,34 @@ class Manager:
                 outcomes[name] = RenewOutcome(name, result.issued, reason if result.issued else result.reason,
                                               result=result)
         return [outcomes[name] for name in selected if name in outcomes]
+
+    #: Lineages one renew run works on at once. Each worker takes the next due lineage
+    #: whose lock is free, so several processes (hosts) sharing a store split the work.
+    renew_concurrency = 32
+
+    async def _renew_all(
+        self, todo: Sequence[tuple[str, CertificateRequest, str]], versions: Mapping[str, int], force: bool
+    ) -> list[IssueResult | BaseException]:
+        """Renew ``todo`` with at most :attr:`renew_concurrency` at once, in order.
+
+        A lineage whose lock another process holds is not waited for (unless ``lock_wait``
+        says so): its ``LockedError`` is its result and the worker moves on to the next one.
+        Under the lock, ``issue`` re-reads the lineage and keeps it when its version moved
+        (renewed elsewhere meanwhile) or, without ``force``, when it is no longer due.
+        """
+        results: list[IssueResult | BaseException] = [LockedError("not attempted")] * len(todo)
+        queue = iter(range(len(todo)))
+
+        async def worker() -> None:
+            for index in queue:
+                name, request, _ = todo[index]
+                try:
+                    results[index] = await self.issue(request, force=force, seen_version=versions.get(name))
+                except CertsmithError as exc:
+                    results[index] = exc
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.renew_concurrency, len(todo))))))
+        return results
 
     async def check_renewal_info(self, metas: Sequence[LineageMeta]) -> None:
         """Ask each lineage's CA for its renewal window (ARI) where the time to ask again has come.
@@ -699,6 +736,81 @@ class Manager:
             self.store.delete_lineage(name)
         self.event("deleted", f"{name}: deleted {location}")
         return {"name": name, "deleted": True, "revoked": revoked is not None}
+
+
+    # -- sync: every host serves what one host ordered -------------------------------
+
+    async def sync(
+        self, names: Sequence[str] = (), *, local_state: Path, deploy: Sequence[DeploySpec] = ()
+    ) -> list[SyncOutcome]:
+        """Deliver each lineage's current certificate (all, or ``names``) to this host's targets.
+
+        The targets are ``deploy`` when given (this host's own), else the lineage's stored
+        ones. A lineage is delivered only when this host's delivery log (under
+        ``local_state``, see :mod:`certsmith.deploy.delivered`) does not show its current
+        version through the same targets; a lineage whose targets all succeeded is noted
+        there, so a second sync changes nothing. No lock is taken: a version is read whole.
+        """
+        from certsmith.deploy.base import load_target
+        from certsmith.deploy.delivered import DeliveryLog
+        from certsmith.deploy.runner import run_targets
+
+        for spec in deploy:
+            load_target(spec, self.env)
+        ledger = DeliveryLog(local_state)
+        entries = ledger.load()
+        selected = list(names) or self.store.lineage_names()
+        outcomes: list[SyncOutcome] = []
+        for name in selected:
+            try:
+                meta = self.store.load_meta(name)
+                if meta is None:
+                    raise ConfigError(f"no certificate named {name!r}")
+                specs = tuple(deploy) or CertificateRequest.from_lineage(meta).deploy
+            except StorageError as exc:
+                outcomes.append(SyncOutcome(name, 0, "", False, "damaged", error=str(exc)))
+                continue
+            if not specs:
+                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "no deploy targets"))
+                continue
+            wanted = DeliveryLog.entry(meta.version, meta.serial, specs)
+            if ledger.delivered(entries, name, wanted):
+                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False,
+                                            f"version {meta.version} already delivered here"))
+                continue
+            results = await run_targets(self.store, specs, meta, self.env, location=self.store.location(name))
+            for result in results:
+                what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
+                self.event("deploy", f"{name}: {result.target}: {what}")
+            error = _deploy_failures(results)
+            if error is None:
+                entries[name] = {**wanted, "at": format_time(self.clock())}
+                ledger.save(entries)
+            outcomes.append(SyncOutcome(name, meta.version, meta.serial, error is None,
+                                        f"version {meta.version} delivered" if error is None else "deploy failed",
+                                        error=error, deployed=tuple(results)))
+        return outcomes
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What ``sync`` did for one lineage on this host: ``delivered`` when its targets ran and all succeeded."""
+
+    name: str
+    version: int
+    serial: str
+    delivered: bool
+    reason: str
+    error: str | None = None
+    deployed: tuple[TargetResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "version": self.version, "serial": self.serial,
+                                "delivered": self.delivered, "reason": self.reason,
+                                "deploy": [target.to_json() for target in self.deployed]}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
 
 
 def _replaceable(previous: LineageMeta | None, directory_url: str, identifiers: Sequence[Identifier]) -> str:

@@ -88,14 +88,25 @@ class RenewJob:
     state_dir: Path
     env_file: Path | None = None
     executable: tuple[str, ...] = field(default_factory=lambda: certsmith_command())
+    #: A shared store (redis://...): every host renews what is due (the store's leases make one
+    #: host order each certificate) and then runs ``sync`` to serve the current certificates.
+    #: The URL itself comes from CERTSMITH_STORE in the env file (it may hold a password).
+    shared_store: bool = False
 
     def argv(self, jitter_seconds: int | None = None) -> list[str]:
+        command = [*self._prefix(), "-q", "renew"]
+        if jitter_seconds is not None:
+            command += ["--jitter", str(jitter_seconds)]
+        return command
+
+    def sync_argv(self) -> list[str] | None:
+        """``certsmith ... -q sync`` after renew when the store is shared, else ``None``."""
+        return [*self._prefix(), "-q", "sync"] if self.shared_store else None
+
+    def _prefix(self) -> list[str]:
         command = [*self.executable, "--state-dir", os.path.abspath(self.state_dir)]
         if self.env_file is not None:
             command += ["--env-file", os.path.abspath(self.env_file)]
-        command += ["-q", "renew"]
-        if jitter_seconds is not None:
-            command += ["--jitter", str(jitter_seconds)]
         return command
 
 
@@ -224,6 +235,14 @@ def render_service(job: RenewJob) -> str:
     """
     program, *args = job.argv()
     exec_start = " ".join([_systemd_word(program, program=True), *(_systemd_word(arg) for arg in args)])
+    # sync runs after renew whether or not renew succeeded (one lineage failing must not stop this
+    # host from serving the others' new certificates); ExecStopPost keeps renew's failure visible.
+    sync = job.sync_argv()
+    exec_sync = ""
+    if sync is not None:
+        sync_program, *sync_args = sync
+        words = [_systemd_word(sync_program, program=True), *(_systemd_word(arg) for arg in sync_args)]
+        exec_sync = f"ExecStopPost={' '.join(words)}\n"
     return (
         _HEADER
         + "[Unit]\n"
@@ -234,7 +253,8 @@ def render_service(job: RenewJob) -> str:
         "[Service]\n"
         "Type=oneshot\n"
         f"ExecStart={exec_start}\n"
-        "PrivateTmp=yes\n"
+        + exec_sync
+        + "PrivateTmp=yes\n"
         "NoNewPrivileges=yes\n"
         "RestrictSUIDSGID=yes\n"
         "ProtectKernelTunables=yes\n"
@@ -378,6 +398,9 @@ def remove_units(unit_dir: Path | None = None) -> Outcome:
 def _cron_command(job: RenewJob) -> str:
     """The job's command for ``/bin/sh`` under cron, where an unescaped ``%`` ends the command."""
     command = " ".join(shlex.quote(arg) for arg in job.argv(jitter_seconds=CRON_JITTER_SEC))
+    sync = job.sync_argv()
+    if sync is not None:
+        command += "; " + " ".join(shlex.quote(arg) for arg in sync)
     if "\n" in command:
         raise ConfigError("a path in the schedule's command contains a newline; choose another path")
     return command.replace("%", "\\%")

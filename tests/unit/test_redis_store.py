@@ -348,3 +348,38 @@ def test_a_lease_is_renewed_while_held(redis_url: str) -> None:
             pass
         assert store._client.pttl(store._k("lock", "example.com")) > 0
     assert store._client.exists(store._k("lock", "example.com")) == 0  # released by its holder
+
+
+# -- writes outside a lease, and the directory cache (fleet operations) ------------------------
+
+
+def test_a_renewal_state_for_a_replaced_version_does_not_overwrite_the_current_one(
+    store: RedisStore, pairs: tuple[Pair, Pair]
+) -> None:
+    from certsmith.storage.base import RenewalState
+
+    store.save_certificate(meta_for(pairs[0]), files_of(pairs[0]))
+    store.save_certificate(meta_for(pairs[1]), files_of(pairs[1]))  # another host renewed: version 2
+    store.save_state("example.com", RenewalState(version=2, ari_renew_at="2030-01-01T00:00:00Z"))
+    # A renewal check that began on version 1 finishes late: its answer is dropped.
+    store.save_state("example.com", RenewalState(version=1, ari_renew_at="2020-01-01T00:00:00Z"))
+    assert store.load_state("example.com") == RenewalState(version=2, ari_renew_at="2030-01-01T00:00:00Z")
+
+
+def test_the_directory_cache_is_shared_and_never_fails(store: RedisStore, redis_server: RedisServer) -> None:
+    url = "https://acme.example/directory"
+    cache = store.directory_cache(max_age=60)
+    assert cache.get(url) is None
+    cache.put(url, {"newOrder": "https://acme.example/new-order"})
+    other = RedisStore(store._client, store_key=KEY).directory_cache()
+    assert other.get(url) == {"newOrder": "https://acme.example/new-order"}
+    assert 0 < store._client.pttl(cache._key(url)) <= 60_000  # expires by itself
+    assert cache.get("https://other.example/directory") is None
+    store._client.set(cache._key(url), b"{damaged")
+    assert cache.get(url) is None
+    cache.drop(url)
+    assert store._client.exists(cache._key(url)) == 0
+    redis_server.stop()
+    assert cache.get(url) is None  # Redis gone: a miss, not an error
+    cache.put(url, {})
+    cache.drop(url)

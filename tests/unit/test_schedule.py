@@ -345,3 +345,19 @@ def test_remove_leaves_a_cron_file_certsmith_did_not_write(tmp_path: Path, cront
     with pytest.raises(ScheduleError, match="not written by certsmith"):
         schedule.remove_cron(other)
     assert other.exists()
+
+
+def test_a_shared_store_runs_sync_after_renew(tmp_path: Path) -> None:
+    shared = RenewJob(tmp_path / "state", tmp_path / "env", executable=EXE, shared_store=True)
+    unit = render_service(shared)
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    post = next(line for line in unit.splitlines() if line.startswith("ExecStopPost="))
+    assert start.endswith("-q renew") and post.endswith("-q sync")
+    assert f"--env-file {tmp_path / 'env'}" in post  # the store URL and key come from the env file
+    line = cron_line(shared, random.Random(7))
+    renew_part, sync_part = line.split(" # ")[0].split("; ")
+    assert shlex.split(renew_part)[-3:] == ["renew", "--jitter", "3600"]
+    assert shlex.split(sync_part)[-2:] == ["-q", "sync"]
+    # The file store: one host, nothing to sync.
+    alone = RenewJob(tmp_path / "state", executable=EXE)
+    assert "ExecStopPost" not in render_service(alone) and "; " not in cron_line(alone, random.Random(7))

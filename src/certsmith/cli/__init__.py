@@ -19,6 +19,7 @@ from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, R
 from certsmith.cli.deploy import deploy, parse_specs
 from certsmith.cli.persist import persist
 from certsmith.cli.schedule import schedule
+from certsmith.cli.sync import sync
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -604,8 +605,15 @@ def _print_issued(result: dict[str, Any]) -> None:
     metavar="SECONDS",
     help="First wait a random 0..SECONDS, to spread many hosts' renewals (cron uses it; plain runs start at once).",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=1000),
+    default=None,
+    metavar="N",
+    help="Work on at most N certificates at once (default 32); hosts sharing a store split the rest.",
+)
 @pass_ctx
-def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> None:
+def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float, concurrency: int | None) -> None:
     """Renew every due certificate, each at the CA that issued it.
 
     \b
@@ -626,6 +634,8 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
 
             await asyncio.sleep(jitter_delay(jitter, random.SystemRandom()))
         async with ctx.manager() as manager:
+            if concurrency is not None:
+                manager.renew_concurrency = concurrency
             await manager.clean_leftovers()
             narrowed = manager.directory_url if ctx.directory else None
             outcomes = await manager.renew(_lineage_names(names), force=force, directory_url=narrowed)
@@ -884,3 +894,4 @@ def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
 main.add_command(schedule)
 main.add_command(deploy)
 main.add_command(persist)
+main.add_command(sync)

@@ -120,9 +120,13 @@ def schedule_install(
         if use_cron and (unit_dir is not None or on_calendar is not None):
             raise ConfigError("--unit-dir and --on-calendar are for systemd timers; leave them out with --cron")
         chosen_env_file = env_file or _global_env_file()
-        if chosen_env_file is not None:
-            load_env_file(chosen_env_file)
-        job = sched.RenewJob(_state_dir(ctx), chosen_env_file)
+        variables = load_env_file(chosen_env_file) if chosen_env_file is not None else {}
+        shared = bool(variables.get("CERTSMITH_STORE"))
+        if ctx.store_url and not shared:
+            raise ConfigError("the schedule reads the shared store from the env file: put CERTSMITH_STORE="
+                              f"{'redis://...' if '@' in ctx.store_url else ctx.store_url} (and the store key) "
+                              "in it and give it with --env-file")
+        job = sched.RenewJob(_state_dir(ctx), chosen_env_file, shared_store=shared)
         rng = random.SystemRandom()
         if use_cron:
             outcome = sched.install_cron(job, rng, cron_file)

@@ -102,8 +102,7 @@ async def run_targets(
             )
         finally:
             if context.state != before:
-                states[spec.key] = context.state
-                store.save_deploy_state(meta.name, states)
+                _merge_state(store, meta.name, spec.key, context.state)
         log.info("%s: deploy target %s: %s", meta.name, spec.text, results[-1].to_json())
     if all(result.ok for result in results):
         # In reverse: a target that referenced another's upload (an SLB server certificate made from
@@ -119,8 +118,7 @@ async def run_targets(
                     results[index] = _with(results[index], changed=(*results[index].changed, *retired))
             finally:
                 if context.state != before:
-                    states[spec.key] = context.state
-                    store.save_deploy_state(meta.name, states)
+                    _merge_state(store, meta.name, spec.key, context.state)
     return results
 
 
@@ -134,3 +132,16 @@ def failures(results: Sequence[TargetResult]) -> str | None:
     """The failed targets' errors in one line, or ``None`` when all succeeded."""
     errors = [result.error for result in results if result.error]
     return "; ".join(errors) if errors else None
+
+
+def _merge_state(store: Store, name: str, key: str, state: Mapping[str, Any]) -> None:
+    """Save one target's state into the lineage's deploy state as it is *now*.
+
+    Deploy state is written outside the lineage's lock (deploy and sync run after it is
+    released, and every host of a fleet syncs), so the state read when the run began may
+    be stale: re-reading just before the write keeps what other targets or hosts saved
+    meanwhile, and only this target's own entry is replaced.
+    """
+    fresh = store.load_deploy_state(name)
+    fresh[key] = dict(state)
+    store.save_deploy_state(name, fresh)

@@ -14,6 +14,7 @@ says ``?prefix=NAME``)::
     P:journal, P:journal:order       challenge artefacts (hash of JSON notes; zset by time)
     P:lock:<id>, P:fence:<id>        a lease (token, PX ttl) and its fencing counter
     P:keycheck                       proof of which store key sealed the private keys
+    P:cache:directory:<id>           a CA's directory document (a cache, expires by itself)
 
 A version is written in one MULTI/EXEC, with WATCH on the lineage and its fencing
 counter: a reader sees the whole old version or the whole new one, and a write that
@@ -626,7 +627,15 @@ class RedisStore:
         data = json.dumps(state.to_json(), sort_keys=True)
 
         def build(pipe: Pipeline) -> None:
+            # Renewal checks (ARI) write state without the lineage's lease: a state computed for a
+            # version another host has replaced meanwhile is dropped here, atomically with the
+            # check (WATCH), instead of overwriting the newer version's state.
+            current = _bytes(pipe.hget(key, "current"))
             pipe.multi()
+            if current is not None and current != str(state.version).encode():
+                log.debug("dropping the renewal state of %s version %d: version %s is current",
+                          name, state.version, current.decode())
+                return
             pipe.hset(key, "state", data)
 
         self._write(f"save the renewal state of {name!r}", name, (key,), build)
@@ -774,3 +783,55 @@ class RedisStore:
         """The fencing number of the lease this process holds on certificate ``name``, or ``None``."""
         lease = self._leases.get(name)
         return None if lease is None else lease.fence
+
+    # -- fleet operations: the directory cache ----------------------------------------
+
+    def directory_cache(self, max_age: float | None = None) -> RedisDirectoryCache:
+        """A cache of each CA's directory document shared by every host, like ``FileStore.directory_cache``."""
+        from certsmith.storage.files import DIRECTORY_CACHE_MAX_AGE
+
+        return RedisDirectoryCache(self, DIRECTORY_CACHE_MAX_AGE if max_age is None else max_age)
+
+
+class RedisDirectoryCache:
+    """Directory documents in ``P:cache:directory:<id>``, expiring ``max_age`` seconds after they were fetched.
+
+    Being a cache it never fails the caller: Redis unreachable, a damaged or foreign
+    entry all count as absent, and a write that fails is skipped (it costs one GET).
+    """
+
+    def __init__(self, store: RedisStore, max_age: float) -> None:
+        self._store = store
+        self.max_age = max_age
+
+    def _key(self, url: str) -> str:
+        return self._store._k("cache", "directory", hashlib.sha256(url.encode()).hexdigest()[:32])
+
+    def get(self, url: str) -> Any | None:
+        from redis.exceptions import RedisError
+
+        try:
+            raw = _bytes(self._store._client.get(self._key(url)))
+            data = json.loads(raw) if raw is not None else None
+        except (RedisError, StorageError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("url") != url or not isinstance(data.get("document"), dict):
+            return None
+        return data["document"]
+
+    def put(self, url: str, document: Any) -> None:
+        from redis.exceptions import RedisError
+
+        if self.max_age <= 0:
+            return
+        try:
+            data = json.dumps({"url": url, "document": document})
+            self._store._client.set(self._key(url), data, px=int(self.max_age * 1000))
+        except (RedisError, TypeError, ValueError):
+            return
+
+    def drop(self, url: str) -> None:
+        from redis.exceptions import RedisError
+
+        with contextlib.suppress(RedisError):
+            self._store._client.delete(self._key(url))
