@@ -43,6 +43,7 @@ class Context:
     store_url: str | None = None
     store_ca_bundle: str | None = None
     store_insecure_keys: bool = False
+    rate_limits: tuple[str, ...] = ()
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
@@ -97,8 +98,15 @@ class Context:
             raise ConfigError(f"--directory: {exc}") from None
         return Manager(
             self.store(), directory, ca_bundle=self.ca_bundle, env=self.environment(), on_event=self.progress,
-            lock_wait=self.lock_wait,
+            lock_wait=self.lock_wait, rate_limits=self.rate_limit_overrides(directory),
         )
+
+    def rate_limit_overrides(self, directory: str) -> dict[str, Any]:
+        """The --rate-limit values by directory URL (those without @CA are for ``directory``)."""
+        from certsmith.ratelimit import parse_limit_options
+        from certsmith.settings import resolve_directory
+
+        return parse_limit_options(self.rate_limits, directory, resolve_directory)
 
     def progress(self, kind: str, message: str) -> None:
         """Progress on stderr, one line per event (the bullet coloured when stderr is a terminal)."""
@@ -323,6 +331,15 @@ def _lock_wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="Let --store keep private keys unencrypted when CERTSMITH_STORE_KEY(_FILE) is not set.",
 )
+@click.option(
+    "--rate-limit",
+    "rate_limits",
+    multiple=True,
+    envvar="CERTSMITH_RATE_LIMITS",
+    metavar="NAME=COUNT/PERIOD[@CA]",
+    help="Override the shared rate limiter (repeatable, or comma-separated): new-orders, certs-per-domain, "
+    "duplicate-certs, new-accounts; NAME=off or off to lift; @CA for another CA than --directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option(
     "-v",
@@ -342,6 +359,7 @@ def main(
     store_url: str | None,
     store_ca_bundle: str | None,
     store_insecure_keys: bool,
+    rate_limits: tuple[str, ...],
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -351,6 +369,7 @@ def main(
     click_ctx.obj.store_url = store_url
     click_ctx.obj.store_ca_bundle = store_ca_bundle
     click_ctx.obj.store_insecure_keys = store_insecure_keys
+    click_ctx.obj.rate_limits = rate_limits
 
 
 # -- account -------------------------------------------------------------------------
@@ -614,7 +633,9 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
     revoked and expired certificates are due at once. Without --directory every CA's
     lineages are checked; --directory narrows to one CA. Secrets come from the
     environment or --env-file. One line per lineage; exit status 1 when any failed;
-    with -q nothing is printed unless something was renewed or failed.
+    with -q nothing is printed unless something was renewed, deferred or failed. A lineage
+    the rate limiter defers (see --rate-limit) is reported "deferred" with the limit and when
+    a token frees up; it is not a failure (exit 0): the next scheduled run renews it.
     """
 
     async def run() -> list[dict[str, Any]]:
@@ -639,10 +660,11 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
         if not outcomes and not quiet:
             click.echo("no certificates to renew")
         for outcome in outcomes:
-            if quiet and not outcome["renewed"] and not outcome.get("error"):
+            if quiet and not outcome["renewed"] and not outcome.get("error") and not outcome.get("deferred"):
                 continue
             state = "renewed" if outcome["renewed"] else "failed" if outcome.get("error") else "kept"
-            detail = outcome.get("error") or outcome.get("deploy_error") or outcome["reason"]
+            state = "deferred" if outcome.get("deferred") else state
+            detail = outcome.get("error") or outcome.get("deploy_error") or outcome.get("deferred") or outcome["reason"]
             hint = f"; {outcome['advice']}" if outcome.get("advice") else ""
             click.echo(f"{outcome['name']}: {state} ({detail}){hint}")
 
