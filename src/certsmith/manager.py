@@ -160,7 +160,7 @@ class Manager:
         self._on_event = on_event
         self.accounts = Accounts(store, on_event=on_event, http=http, limiter=self.limiter)
         self.accounts.trust(directory_url, self.ca_bundle)
-        self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings))
+        self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings), board=store)
         self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:

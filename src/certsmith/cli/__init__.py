@@ -478,6 +478,8 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--http-port", type=int, default=80, show_default=True, help="Port of the built-in http-01 server.")
 @click.option("--http-address", default="", metavar="ADDRESS", help="Listen for http-01 here only (default: all).")
 @click.option("--webroot", type=click.Path(file_okay=False), help="Serve http-01 from this web root instead.")
+@click.option("--http-shared", is_flag=True,
+              help="Also publish http-01 answers in the store for `certsmith serve-challenges` on every host.")
 @click.option("--tls-port", type=int, default=443, show_default=True, help="Port of the tls-alpn-01 responder.")
 @click.option("--tls-address", default="", metavar="ADDRESS", help="Listen for tls-alpn-01 here only (default: all).")
 @click.option("--dns", "dns_provider", metavar="PROVIDER", help="DNS provider for dns-01 (see: certsmith dns list).")
@@ -507,6 +509,7 @@ def issue(
     http_port: int,
     http_address: str,
     webroot: str | None,
+    http_shared: bool,
     tls_port: int,
     tls_address: str,
     dns_provider: str | None,
@@ -558,6 +561,7 @@ def issue(
             dns_provider=dns_provider,
             dns_resolvers=dns_resolver,
             propagation_timeout=propagation_timeout,
+            http_shared=http_shared,
         )
         csr_der = None
         if csr:
@@ -670,6 +674,48 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float) -> N
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
     _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
+
+
+@main.command("serve-challenges")
+@click.option("--http-port", type=int, default=80, show_default=True, help="Port to answer http-01 on.")
+@click.option("--http-address", default="", metavar="ADDRESS", help="Listen here only (default: all addresses).")
+@pass_ctx
+def serve_challenges(ctx: Context, http_port: int, http_address: str) -> None:
+    """Answer the http-01 challenges that `issue --http-shared` published in the store, until stopped.
+
+    Run it on every host the CA may reach (or behind the web server's proxy_pass of
+    /.well-known/acme-challenge/); unknown tokens get 404. SIGTERM or Ctrl-C stops it (exit 0).
+    """
+    import asyncio
+    import signal
+
+    from certsmith.errors import CertsmithError, ConfigError
+
+    async def run() -> None:
+        from certsmith.challenges.http01 import SharedHttp01Responder
+
+        if not 0 < http_port < 65536:
+            raise ConfigError(f"--http-port {http_port} is not between 1 and 65535")
+        store = ctx.store()
+        responder = SharedHttp01Responder(store, port=http_port, host=http_address)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop.set)
+        await responder.start()
+        ctx.progress("serving", f"answering http-01 from {store!r} on {http_address or 'all addresses'} "
+                     f"port {http_port}")
+        try:
+            await stop.wait()
+        finally:
+            await responder.aclose()
+
+    try:
+        asyncio.run(run())
+    except CertsmithError as exc:
+        from certsmith.cli.advice import advice
+
+        _fail(ctx, str(exc), advice=advice(exc))
 
 
 @main.command()
