@@ -23,6 +23,7 @@ from certsmith.acme.errors import AccountDoesNotExist
 from certsmith.acme.resources import Directory
 from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
+from certsmith.ratelimit import RateLimiter
 from certsmith.storage.base import Store, StoredAccount
 
 if TYPE_CHECKING:
@@ -56,8 +57,10 @@ class Accounts:
         on_event: EventSink | None = None,
         http: httpx.AsyncClient | None = None,
         directory_cache: DirectoryCache | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.store = store
+        self.limiter = limiter  # takes a token before each newAccount (see certsmith.ratelimit)
         self._on_event = on_event
         self._http = http
         if directory_cache is None:
@@ -201,6 +204,8 @@ class Accounts:
                         directory_url=directory_url, reason="terms-not-agreed",
                         terms_of_service=directory.terms_of_service,
                     )
+                if self.limiter is not None:
+                    self.limiter.before_new_account(directory_url, utc_now())
                 account = await client.register(
                     contact=contact, agree_tos=agree_tos, eab_kid=eab_kid, eab_hmac_key=eab_hmac_key
                 )

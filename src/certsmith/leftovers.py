@@ -88,8 +88,11 @@ async def clean_leftovers(
             continue
         what = _describe(record)
         try:
-            await _remove(record, env)
-        except (CertsmithError, OSError, ValueError) as exc:
+            if record.get("kind") == "http-01-shared":
+                store.challenge_withdraw(str(record.get("token", "")))
+            else:
+                await _remove(record, env)
+        except (CertsmithError, OSError, ValueError) as exc:  # ConfigError for a damaged token, too
             say("warning", f"could not remove {what}, left by an earlier run: {exc}")
             continue
         store.journal_remove(key)
@@ -101,6 +104,8 @@ async def clean_leftovers(
 def _describe(record: Mapping[str, Any]) -> str:
     if record.get("kind") == "dns-01":
         return f"the TXT record {record.get('fqdn')}"
+    if record.get("kind") == "http-01-shared":
+        return f"the shared http-01 answer {record.get('token')}"
     return f"the web-root file {record.get('path')}"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certsmith._constants import REVOCATION_REASONS
-from certsmith._time import format_time, utc_now
+from certsmith._time import format_time, parse_time, utc_now
 from certsmith.accounts import Accounts, EventSink
 from certsmith.acme.client import AcmeClient, certificate_der
 from certsmith.acme.errors import (
@@ -59,6 +59,7 @@ from certsmith.policy import (
     state_after_ari_error,
     state_from_ari,
 )
+from certsmith.ratelimit import Limit, RateLimited, RateLimiter
 from certsmith.settings import CertificateRequest, ChallengeSettings, lineage_name_for
 from certsmith.solvers import SolverPool
 from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, Store, validate_lineage_name
@@ -112,6 +113,9 @@ class RenewOutcome:
     reason: str
     error: str | None = None
     result: IssueResult | None = None
+    #: Why the rate limiter deferred this renewal (not a failure: the next run retries), and when it may.
+    deferred: str | None = None
+    retry_at: str = ""
     #: What failed, for a caller that turns it into advice (the CLI); not part of the JSON.
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 
@@ -119,6 +123,9 @@ class RenewOutcome:
         data: dict[str, Any] = {"name": self.name, "renewed": self.renewed, "reason": self.reason}
         if self.error is not None:
             data["error"] = self.error
+        if self.deferred is not None:
+            data["deferred"] = self.deferred
+            data["retry_at"] = self.retry_at
         if self.result is not None:
             data.update(self.result.to_json())
         return data
@@ -142,17 +149,20 @@ class Manager:
         clock: Clock = utc_now,
         http: httpx.AsyncClient | None = None,
         lock_wait: float = 0.0,
+        rate_limits: Mapping[str, Mapping[str, Limit | None]] | None = None,
     ) -> None:
         self.store = store
+        # The shared rate limiter: Let's Encrypt's defaults, ``rate_limits`` overriding them by directory URL.
+        self.limiter = RateLimiter(store, rate_limits)
         self.lock_wait = lock_wait  # seconds to wait for a lineage another process is working on
         self.directory_url = directory_url
         self.ca_bundle = str(ca_bundle) if ca_bundle else None
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
         self._on_event = on_event
-        self.accounts = Accounts(store, on_event=on_event, http=http)
+        self.accounts = Accounts(store, on_event=on_event, http=http, limiter=self.limiter)
         self.accounts.trust(directory_url, self.ca_bundle)
-        self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings))
+        self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings), board=store)
         self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:
@@ -291,7 +301,8 @@ class Manager:
                 key = await self._certificate_key(name, previous, request)
                 csr_der = make_csr(key, identifiers)
             replaces = _replaceable(previous, directory_url, identifiers)
-            chain = await self._obtain(client, identifiers, csr_der, request, replaces=replaces)
+            exempt = self._exemptions(name, previous, identifiers, replaces)
+            chain = await self._obtain(client, identifiers, csr_der, request, replaces=replaces, exempt=exempt)
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
@@ -459,13 +470,20 @@ class Manager:
         request: CertificateRequest,
         *,
         replaces: str = "",
+        exempt: tuple[bool, bool] = (False, False),
     ) -> CertificateChain:
         label = identifiers[0].value + (f" (+{len(identifiers) - 1})" if len(identifiers) > 1 else "")
-        order = await self._new_order(client, identifiers, request, replaces, label)
+        order, exempt = await self._new_order(client, identifiers, request, replaces, label, exempt)
         if order.status == OrderStatus.PENDING:
             await self._authorize(client, order, request.challenge, label)
         elif order.status == OrderStatus.INVALID:
             raise ValidationFailed({label: order.error})
+        assert request.directory_url is not None
+        ari_renewal, same_names = exempt
+        self.limiter.before_finalize(
+            request.directory_url, [i.value for i in identifiers], self.clock(),
+            ari_renewal=ari_renewal, same_names_renewal=same_names,
+        )
         try:
             finalized = await client.finalize(order, csr_der)
         except OrderNotReady:
@@ -484,12 +502,21 @@ class Manager:
         request: CertificateRequest,
         replaces: str,
         label: str,
-    ) -> Order:
+        exempt: tuple[bool, bool] = (False, False),
+    ) -> tuple[Order, tuple[bool, bool]]:
         """A new order, marked as replacing the previous certificate (ARI) when there is one.
 
         A CA that refuses the ``replaces`` (already replaced by another order, or not
-        accepted) gets the same order once more without it.
+        accepted) gets the same order once more without it -- no longer exempt from the rate
+        limits as an ARI renewal. Returns the order and the exemptions that hold for it.
         """
+        assert request.directory_url is not None
+        names = [i.value for i in identifiers]
+        ari_renewal, same_names = exempt
+        self.limiter.before_new_order(
+            request.directory_url, client.account_url or "", names, self.clock(),
+            ari_renewal=ari_renewal and bool(replaces), same_names_renewal=same_names,
+        )
         if replaces:
             try:
                 order = await client.new_order(identifiers, profile=request.profile, replaces=replaces)
@@ -498,10 +525,38 @@ class Manager:
                            "ordering without it")
             else:
                 self.event("order", f"{label}: order created (replacing {replaces})")
-                return order
+                return order, (ari_renewal, same_names)
+            if ari_renewal:  # the order that follows is not an ARI renewal: it counts
+                self.limiter.before_new_order(
+                    request.directory_url, client.account_url or "", names, self.clock(), same_names_renewal=same_names
+                )
         order = await client.new_order(identifiers, profile=request.profile)
         self.event("order", f"{label}: order created")
-        return order
+        return order, (False, same_names)
+
+    def _exemptions(
+        self, name: str, previous: LineageMeta | None, identifiers: Sequence[Identifier], replaces: str
+    ) -> tuple[bool, bool]:
+        """Whether an order is an ARI renewal inside the CA's window, and whether it renews exactly the same names.
+
+        What the CA exempts each from is described in :mod:`certsmith.ratelimit`.
+        """
+        if previous is None:
+            return False, False
+        same_names = {n.lower() for n in previous.names} == {i.value.lower() for i in identifiers}
+        if not replaces:
+            return False, same_names
+        try:
+            state = self.store.load_state(name)
+        except StorageError:
+            state = None
+        in_window = False
+        if state is not None and state.ari_window_start:
+            try:
+                in_window = parse_time(state.ari_window_start) <= self.clock()
+            except ValueError:
+                in_window = False
+        return in_window, same_names
 
     async def _authorize(self, client: AcmeClient, order: Order, settings: ChallengeSettings, label: str) -> None:
         fetched = await asyncio.gather(*(client.get_authorization(url) for url in order.authorizations))
@@ -602,6 +657,11 @@ class Manager:
         for (name, _, reason), result in zip(todo, results, strict=True):
             if isinstance(result, LockedError):
                 outcomes[name] = RenewOutcome(name, False, f"left to another process, which holds it ({result})")
+            elif isinstance(result, RateLimited):
+                self.event("deferred", f"{name}: {result}")
+                outcomes[name] = RenewOutcome(
+                    name, False, "deferred", deferred=str(result), retry_at=format_time(result.retry_at)
+                )
             elif isinstance(result, CertsmithError):
                 outcomes[name] = RenewOutcome(name, False, reason, error=str(result), exception=result)
             elif isinstance(result, BaseException):

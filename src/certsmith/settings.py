@@ -38,6 +38,7 @@ _FIELD_KINDS: dict[str, tuple[type, ...]] = {
     "challenge": (str,),
     "http_port": (int,),
     "http_host": (str,),
+    "http_shared": (bool,),
     "webroot": (str, _NONE),
     "tls_port": (int,),
     "tls_host": (str,),
@@ -66,6 +67,8 @@ class ChallengeSettings:
     dns_resolvers: tuple[str, ...] = ()
     propagation_timeout: float | None = None
     dns_env: tuple[tuple[str, str], ...] = ()
+    #: http-01 answers are also published in the shared store for ``certsmith serve-challenges``.
+    http_shared: bool = False
 
     def __post_init__(self) -> None:
         if self.challenge not in CHALLENGE_TYPES:
@@ -77,6 +80,8 @@ class ChallengeSettings:
                 "dns-persist-01 uses no DNS provider: the CA reads the standing _validation-persist record "
                 "(create it once with: certsmith persist create)"
             )
+        if self.http_shared and self.challenge != "http-01":
+            raise ConfigError(f"http_shared publishes http-01 answers; it does not apply to {self.challenge}")
         for port in (self.http_port, self.tls_port):
             if not 0 < port < 65536:
                 raise ConfigError(f"port {port} is not between 1 and 65535")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from certsmith._time import format_time, utc_now
 from certsmith.errors import LockedError, StorageError
-from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, StoredAccount, validate_lineage_name
+from certsmith.storage.base import (
+    CertificateFiles,
+    LineageMeta,
+    RateBucket,
+    RateRefusal,
+    RenewalState,
+    StoredAccount,
+    rate_refusal,
+    validate_challenge_token,
+    validate_lineage_name,
+)
 
 
 class MemoryStore:
@@ -29,6 +40,8 @@ class MemoryStore:
         self.journal: dict[str, dict[str, Any]] = {}
         self.pending_keys: dict[str, bytes] = {}
         self.deploy_states: dict[str, dict[str, Any]] = {}
+        self.rate_taken: dict[str, list[float]] = {}
+        self.challenges: dict[str, tuple[str, float]] = {}
 
     def location(self, name: str) -> str:
         return f"memory://{validate_lineage_name(name)}"
@@ -137,3 +150,23 @@ class MemoryStore:
             yield
         finally:
             self.held.discard(key)
+
+    # -- the shared rate limiter and shared http-01 answers --------------------------------
+
+    def rate_take(self, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
+        refusal = rate_refusal(buckets, self.rate_taken, now)
+        if refusal is None:
+            for bucket in buckets:
+                if bucket.take:
+                    self.rate_taken.setdefault(bucket.key, []).append(now)
+        return refusal
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None:
+        self.challenges[validate_challenge_token(token)] = (key_authorization, time.time() + ttl)
+
+    def challenge_lookup(self, token: str) -> str | None:
+        value, expires = self.challenges.get(validate_challenge_token(token), ("", 0.0))
+        return value if expires > time.time() else None
+
+    def challenge_withdraw(self, token: str) -> None:
+        self.challenges.pop(validate_challenge_token(token), None)

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "storage": 3,
     "envfile": 3,
     "schedule": 3,
+    "ratelimit": 4,
     "challenges": 4,
     "deploy": 4,
     "policy": 5,

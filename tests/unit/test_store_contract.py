@@ -256,3 +256,104 @@ def test_damaged_records_are_storage_errors_not_crashes(store: Store, pairs: tup
     assert save(store, pairs[1]) == 2
     meta = store.load_meta("example.com")
     assert meta is not None and meta.serial == pairs[1].serial
+
+
+# -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ------------
+
+from certsmith.storage.base import RateBucket  # noqa: E402
+
+
+def test_rate_take_counts_a_sliding_window(store: Store) -> None:
+    bucket = RateBucket("orders:acct", 3, 10.0)
+    assert [store.rate_take([bucket], 100.0 + i) for i in range(3)] == [None, None, None]
+    refused = store.rate_take([bucket], 105.0)
+    assert refused is not None and refused.bucket == bucket
+    assert refused.wait == pytest.approx(5.0)  # the token taken at 100 frees at 110
+    assert store.rate_take([bucket], 109.99) is not None
+    assert store.rate_take([bucket], 110.0) is None  # ... and is taken again at once
+    again = store.rate_take([bucket], 110.5)
+    assert again is not None and again.wait == pytest.approx(0.5)  # the one of 101 frees at 111
+
+
+def test_rate_take_is_all_or_nothing_and_names_the_bucket_that_frees_last(store: Store) -> None:
+    orders, domain, other = RateBucket("o", 2, 10.0), RateBucket("d", 1, 100.0), RateBucket("x", 5, 10.0)
+    assert store.rate_take([orders, domain], 0.0) is None
+    refused = store.rate_take([other, orders, domain], 1.0)
+    assert refused is not None and refused.bucket == domain and refused.wait == pytest.approx(99.0)
+    # nothing was taken from the buckets that had room: "o" still has its second token, "x" all five
+    assert store.rate_take([orders], 2.0) is None
+    assert store.rate_take([orders], 3.0) is not None
+    for i in range(5):
+        assert store.rate_take([other], 4.0 + i) is None
+
+
+def test_rate_take_can_check_without_taking(store: Store) -> None:
+    bucket = RateBucket("d", 1, 60.0)
+    peek = RateBucket("d", 1, 60.0, take=False)
+    assert store.rate_take([peek], 0.0) is None
+    assert store.rate_take([peek], 1.0) is None  # a check takes nothing
+    assert store.rate_take([bucket], 2.0) is None
+    refused = store.rate_take([peek], 3.0)
+    assert refused is not None and refused.wait == pytest.approx(59.0)
+
+
+def test_rate_take_with_a_zero_limit_refuses_for_a_window(store: Store) -> None:
+    refused = store.rate_take([RateBucket("none", 0, 30.0)], 0.0)
+    assert refused is not None and refused.wait == pytest.approx(30.0)
+    assert store.rate_take([], 0.0) is None
+
+
+def test_rate_take_counts_across_processes(store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two processes sharing the store take 10 tokens each at once from a bucket of 5: 5 in all."""
+    import json
+    import subprocess
+    import sys
+
+    if isinstance(store, FileStore):
+        opener = f"from certsmith.storage import FileStore; s = FileStore(Path({str(store.root)!r}))"
+    else:
+        url = request.getfixturevalue("redis_url")
+        opener = f"from certsmith.storage.redis import RedisStore; s = RedisStore.from_url({url!r})"
+    script = (
+        "import json, time\nfrom pathlib import Path\n"
+        "from certsmith.storage.base import RateBucket\n"
+        f"{opener}\n"
+        "b = RateBucket('shared', 5, 60.0)\n"
+        "ok = [s.rate_take([b], time.time()) is None for _ in range(10)]\n"
+        "print(json.dumps(sum(ok)))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    granted = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(granted) == 5, granted
+    assert store.rate_take([RateBucket("shared", 5, 60.0)], time.time()) is not None
+
+
+def test_challenge_answers_publish_lookup_withdraw(store: Store) -> None:
+    assert store.challenge_lookup("tok-1_A") is None
+    store.challenge_publish("tok-1_A", "tok-1_A.thumb", 60.0)
+    store.challenge_publish("tok2", "tok2.thumb", 60.0)
+    assert store.challenge_lookup("tok-1_A") == "tok-1_A.thumb"
+    store.challenge_withdraw("tok-1_A")
+    store.challenge_withdraw("tok-1_A")  # no error when gone
+    assert store.challenge_lookup("tok-1_A") is None
+    assert store.challenge_lookup("tok2") == "tok2.thumb"
+
+
+def test_challenge_answers_expire(store: Store) -> None:
+    store.challenge_publish("short", "short.thumb", 0.2)
+    assert store.challenge_lookup("short") == "short.thumb"
+    time.sleep(0.4)
+    assert store.challenge_lookup("short") is None
+
+
+@pytest.mark.parametrize("token", ["", "../x", "a/b", "a.b", "x" * 257, "tök"])
+def test_challenge_tokens_are_checked(store: Store, token: str) -> None:
+    for call in (
+        lambda: store.challenge_publish(token, "v", 60.0),
+        lambda: store.challenge_lookup(token),
+        lambda: store.challenge_withdraw(token),
+    ):
+        with pytest.raises(ConfigError, match="invalid http-01 token"):
+            call()

@@ -9,6 +9,10 @@ authorization:
   a web server that already runs, and removed again (with only the directories this
   solver created) on cleanup.
 
+With a ``board`` (``--http-shared``: the shared store) every answer is also published
+there, with an expiry, and withdrawn at cleanup, so that :class:`SharedHttp01Responder`
+(``certsmith serve-challenges``) answers it on any host of a fleet the CA may reach.
+
 Tokens come from the CA and end up in a URL path or a file name, so their syntax is
 checked (base64url alphabet only) before they are used.
 """
@@ -23,14 +27,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from certsmith.challenges.base import ArtefactJournal, ChallengeJob, run_to_completion
 from certsmith.challenges.serving import ActiveAnswers, ChallengeListener, check_jobs, is_valid_token
-from certsmith.errors import ChallengeError
+from certsmith.errors import CertsmithError, ChallengeError
 
-__all__ = ["Http01Solver", "is_valid_token"]
+__all__ = ["AnswerBoard", "Http01Solver", "SharedHttp01Responder", "is_valid_token"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,23 @@ _REASONS = {
     405: "Method Not Allowed",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+#: How long a published answer lives in the shared store if the run that published it dies
+#: (it is withdrawn at cleanup, and a killed run's journal note removes it on the next run).
+SHARED_ANSWER_TTL = 3600.0
+
+
+class AnswerBoard(Protocol):
+    """Where http-01 answers are published for other hosts: the Store's http-01 methods."""
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None: ...
+
+    def challenge_lookup(self, token: str) -> str | None: ...
+
+    def challenge_withdraw(self, token: str) -> None: ...
+
 
 
 async def finish_in_thread(func: Callable[[], T]) -> T:
@@ -92,8 +111,10 @@ class Http01Solver:
         *,
         request_timeout: float = 10.0,
         journal: ArtefactJournal | None = None,
+        board: AnswerBoard | None = None,
     ) -> None:
         self.journal = journal
+        self.board = board
         self.port = port
         self.host = host
         self.webroot = Path(webroot) if webroot is not None else None
@@ -126,6 +147,9 @@ class Http01Solver:
         check_jobs(jobs, self.challenge_type)
         if not jobs:
             return
+        if self.board is not None:
+            self._check_conflicts(jobs)
+            await finish_in_thread(lambda: self._publish(jobs))
         if self.webroot is None:
             await self._listener.start()
             self._register(jobs)
@@ -147,10 +171,11 @@ class Http01Solver:
     async def cleanup(self, jobs: Sequence[ChallengeJob]) -> None:
         """Stop serving these jobs; tokens still presented by another order stay."""
         if self.webroot is None:
-            self._unregister(jobs)
+            await self._withdraw(self._unregister(jobs))
             return
         async with self._fs_lock:
             gone = self._unregister(jobs)
+            await self._withdraw(gone)
             if not gone:
                 return
             prune = not self._active
@@ -163,15 +188,48 @@ class Http01Solver:
         """Stop the server; in webroot mode remove files still presented."""
         await self._listener.aclose()
         if self.webroot is None:
+            tokens = self._active.keys()
             self._active.clear()
+            await self._withdraw(tokens)
             return
         async with self._fs_lock:
             tokens = self._active.keys()
             self._active.clear()
+            await self._withdraw(tokens)
             try:
                 await finish_in_thread(lambda: self._remove_files(tokens, prune=True))
             except OSError as exc:
                 log.warning("could not remove http-01 challenge files from %s: %s", self.webroot, exc)
+
+    # -- the shared store (--http-shared) -------------------------------------------
+
+    def _publish(self, jobs: Sequence[ChallengeJob]) -> None:
+        """Publish each fresh answer in the shared store, journalled first (a killed run's are withdrawn later)."""
+        assert self.board is not None
+        for token, key_authorization in _unique((job.token, job.key_authorization) for job in jobs):
+            if token in self._active:
+                continue
+            if self.journal is not None:
+                self.journal.created({"kind": "http-01-shared", "token": token, "path": f"shared:{token}"})
+            self.board.challenge_publish(token, key_authorization, SHARED_ANSWER_TTL)
+
+    async def _withdraw(self, tokens: Sequence[str]) -> None:
+        """Withdraw these answers from the shared store; a failure is logged (they expire; the journal keeps them)."""
+        if self.board is None or not tokens:
+            return
+        board = self.board
+
+        def withdraw() -> None:
+            for token in tokens:
+                try:
+                    board.challenge_withdraw(token)
+                except CertsmithError as exc:
+                    log.warning("could not withdraw the shared http-01 answer %s: %s", token, exc)
+                    continue
+                if self.journal is not None:
+                    self.journal.removed({"kind": "http-01-shared", "token": token, "path": f"shared:{token}"})
+
+        await finish_in_thread(withdraw)
 
     # -- the registry of presented tokens -------------------------------------------
 
@@ -334,11 +392,20 @@ class Http01Solver:
         if path.startswith(CHALLENGE_PATH):
             token = path[len(CHALLENGE_PATH) :]
             if is_valid_token(token):
-                active = self._active.get(token)
-                if active is not None:
+                try:
+                    value = self._lookup(token)
+                except CertsmithError as exc:
+                    log.warning("cannot look up http-01 token %s: %s", token, exc)
+                    return 503, b"answers unavailable\n", False, {"Retry-After": "5"}
+                if value is not None:
                     log.debug("answered http-01 request for token %s", token)
-                    return 200, active.key_authorization.encode("ascii"), keep_alive, {}
+                    return 200, value.encode("ascii", errors="replace"), keep_alive, {}
         return 404, b"not found\n", keep_alive, {}
+
+    def _lookup(self, token: str) -> str | None:
+        """The key authorization this server answers ``token`` with, or ``None``."""
+        active = self._active.get(token)
+        return active.key_authorization if active is not None else None
 
 
 def _unique(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -424,3 +491,23 @@ def _response(
     head_text = f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
     head_text += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
     return head_text.encode("latin-1") + (b"" if head else body)
+
+
+class SharedHttp01Responder(Http01Solver):
+    """``certsmith serve-challenges``: the standalone http-01 server, answering from the shared store.
+
+    The same request handling as the solver's own server (404 for unknown tokens, 400 for
+    bad request targets, bounded heads and connections), but every token is looked up in
+    ``board`` at request time, so it answers what any host of the fleet has published.
+    """
+
+    def __init__(self, board: AnswerBoard, port: int = 80, host: str = "", *, request_timeout: float = 10.0) -> None:
+        super().__init__(port=port, host=host, request_timeout=request_timeout)
+        self.answers = board
+
+    async def start(self) -> None:
+        """Listen on the port (a ListenError says why not)."""
+        await self._listener.start()
+
+    def _lookup(self, token: str) -> str | None:
+        return self.answers.challenge_lookup(token)

@@ -44,6 +44,7 @@ class Context:
     store_url: str | None = None
     store_ca_bundle: str | None = None
     store_insecure_keys: bool = False
+    rate_limits: tuple[str, ...] = ()
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file's variables (``--env-file``, or /etc/certsmith/env for root)."""
@@ -98,8 +99,15 @@ class Context:
             raise ConfigError(f"--directory: {exc}") from None
         return Manager(
             self.store(), directory, ca_bundle=self.ca_bundle, env=self.environment(), on_event=self.progress,
-            lock_wait=self.lock_wait,
+            lock_wait=self.lock_wait, rate_limits=self.rate_limit_overrides(directory),
         )
+
+    def rate_limit_overrides(self, directory: str) -> dict[str, Any]:
+        """The --rate-limit values by directory URL (those without @CA are for ``directory``)."""
+        from certsmith.ratelimit import parse_limit_options
+        from certsmith.settings import resolve_directory
+
+        return parse_limit_options(self.rate_limits, directory, resolve_directory)
 
     def progress(self, kind: str, message: str) -> None:
         """Progress on stderr, one line per event (the bullet coloured when stderr is a terminal)."""
@@ -324,6 +332,15 @@ def _lock_wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="Let --store keep private keys unencrypted when CERTSMITH_STORE_KEY(_FILE) is not set.",
 )
+@click.option(
+    "--rate-limit",
+    "rate_limits",
+    multiple=True,
+    envvar="CERTSMITH_RATE_LIMITS",
+    metavar="NAME=COUNT/PERIOD[@CA]",
+    help="Override the shared rate limiter (repeatable, or comma-separated): new-orders, certs-per-domain, "
+    "duplicate-certs, new-accounts; NAME=off or off to lift; @CA for another CA than --directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option(
     "-v",
@@ -343,6 +360,7 @@ def main(
     store_url: str | None,
     store_ca_bundle: str | None,
     store_insecure_keys: bool,
+    rate_limits: tuple[str, ...],
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -352,6 +370,7 @@ def main(
     click_ctx.obj.store_url = store_url
     click_ctx.obj.store_ca_bundle = store_ca_bundle
     click_ctx.obj.store_insecure_keys = store_insecure_keys
+    click_ctx.obj.rate_limits = rate_limits
 
 
 # -- account -------------------------------------------------------------------------
@@ -460,6 +479,8 @@ def account_deactivate(ctx: Context, yes: bool) -> None:
 @click.option("--http-port", type=int, default=80, show_default=True, help="Port of the built-in http-01 server.")
 @click.option("--http-address", default="", metavar="ADDRESS", help="Listen for http-01 here only (default: all).")
 @click.option("--webroot", type=click.Path(file_okay=False), help="Serve http-01 from this web root instead.")
+@click.option("--http-shared", is_flag=True,
+              help="Also publish http-01 answers in the store for `certsmith serve-challenges` on every host.")
 @click.option("--tls-port", type=int, default=443, show_default=True, help="Port of the tls-alpn-01 responder.")
 @click.option("--tls-address", default="", metavar="ADDRESS", help="Listen for tls-alpn-01 here only (default: all).")
 @click.option("--dns", "dns_provider", metavar="PROVIDER", help="DNS provider for dns-01 (see: certsmith dns list).")
@@ -489,6 +510,7 @@ def issue(
     http_port: int,
     http_address: str,
     webroot: str | None,
+    http_shared: bool,
     tls_port: int,
     tls_address: str,
     dns_provider: str | None,
@@ -540,6 +562,7 @@ def issue(
             dns_provider=dns_provider,
             dns_resolvers=dns_resolver,
             propagation_timeout=propagation_timeout,
+            http_shared=http_shared,
         )
         csr_der = None
         if csr:
@@ -622,7 +645,9 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float, conc
     revoked and expired certificates are due at once. Without --directory every CA's
     lineages are checked; --directory narrows to one CA. Secrets come from the
     environment or --env-file. One line per lineage; exit status 1 when any failed;
-    with -q nothing is printed unless something was renewed or failed.
+    with -q nothing is printed unless something was renewed, deferred or failed. A lineage
+    the rate limiter defers (see --rate-limit) is reported "deferred" with the limit and when
+    a token frees up; it is not a failure (exit 0): the next scheduled run renews it.
     """
 
     async def run() -> list[dict[str, Any]]:
@@ -649,15 +674,58 @@ def renew(ctx: Context, names: tuple[str, ...], force: bool, jitter: float, conc
         if not outcomes and not quiet:
             click.echo("no certificates to renew")
         for outcome in outcomes:
-            if quiet and not outcome["renewed"] and not outcome.get("error"):
+            if quiet and not outcome["renewed"] and not outcome.get("error") and not outcome.get("deferred"):
                 continue
             state = "renewed" if outcome["renewed"] else "failed" if outcome.get("error") else "kept"
-            detail = outcome.get("error") or outcome.get("deploy_error") or outcome["reason"]
+            state = "deferred" if outcome.get("deferred") else state
+            detail = outcome.get("error") or outcome.get("deploy_error") or outcome.get("deferred") or outcome["reason"]
             hint = f"; {outcome['advice']}" if outcome.get("advice") else ""
             click.echo(f"{outcome['name']}: {state} ({detail}){hint}")
 
     ctx.emit({"ok": not failed, "results": outcomes}, human)
     _exit(1 if failed or any(o.get("deploy_error") for o in outcomes) else 0)
+
+
+@main.command("serve-challenges")
+@click.option("--http-port", type=int, default=80, show_default=True, help="Port to answer http-01 on.")
+@click.option("--http-address", default="", metavar="ADDRESS", help="Listen here only (default: all addresses).")
+@pass_ctx
+def serve_challenges(ctx: Context, http_port: int, http_address: str) -> None:
+    """Answer the http-01 challenges that `issue --http-shared` published in the store, until stopped.
+
+    Run it on every host the CA may reach (or behind the web server's proxy_pass of
+    /.well-known/acme-challenge/); unknown tokens get 404. SIGTERM or Ctrl-C stops it (exit 0).
+    """
+    import asyncio
+    import signal
+
+    from certsmith.errors import CertsmithError, ConfigError
+
+    async def run() -> None:
+        from certsmith.challenges.http01 import SharedHttp01Responder
+
+        if not 0 < http_port < 65536:
+            raise ConfigError(f"--http-port {http_port} is not between 1 and 65535")
+        store = ctx.store()
+        responder = SharedHttp01Responder(store, port=http_port, host=http_address)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop.set)
+        await responder.start()
+        ctx.progress("serving", f"answering http-01 from {store!r} on {http_address or 'all addresses'} "
+                     f"port {http_port}")
+        try:
+            await stop.wait()
+        finally:
+            await responder.aclose()
+
+    try:
+        asyncio.run(run())
+    except CertsmithError as exc:
+        from certsmith.cli.advice import advice
+
+        _fail(ctx, str(exc), advice=advice(exc))
 
 
 @main.command()

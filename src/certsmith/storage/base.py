@@ -9,7 +9,7 @@ add fields without breaking an older one reading the same state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -21,9 +21,13 @@ from certsmith.errors import ConfigError
 __all__ = [
     "CertificateFiles",
     "LineageMeta",
+    "RateBucket",
+    "RateRefusal",
     "RenewalState",
     "Store",
     "StoredAccount",
+    "rate_refusal",
+    "validate_challenge_token",
     "validate_lineage_name",
 ]
 
@@ -262,6 +266,63 @@ class RenewalState:
         return cls(version=_get(data, "version", int), **text)
 
 
+# -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ----------
+
+
+@dataclass(frozen=True)
+class RateBucket:
+    """One sliding-window limit to check in :meth:`Store.rate_take`: at most ``limit`` tokens per ``window`` s.
+
+    ``key`` names the bucket (who and what is counted, e.g. an account's new orders); ``take``
+    false only checks that a token is free without taking it.
+    """
+
+    key: str
+    limit: int
+    window: float
+    take: bool = True
+
+
+@dataclass(frozen=True)
+class RateRefusal:
+    """Why :meth:`Store.rate_take` took nothing: ``bucket`` is full until ``wait`` more seconds have passed."""
+
+    bucket: RateBucket
+    wait: float
+
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def validate_challenge_token(token: str) -> str:
+    """Return ``token`` if it is an ACME token (base64url, 1 to 256 characters), else :class:`ConfigError`.
+
+    Tokens come from the CA and become file names and keys, so the stores check them too.
+    """
+    if not isinstance(token, str) or not 0 < len(token) <= 256 or not _TOKEN_CHARS.issuperset(token):
+        raise ConfigError(f"invalid http-01 token {str(token)[:40]!r}: only base64url characters are allowed")
+    return token
+
+
+def rate_refusal(
+    buckets: Sequence[RateBucket], taken: Mapping[str, Sequence[float]], now: float
+) -> RateRefusal | None:
+    """The refusal :meth:`Store.rate_take` gives for ``buckets`` when ``taken`` holds each bucket's token times.
+
+    Times at or before ``now - window`` no longer count. A full bucket frees a token when the
+    oldest of the last ``limit`` tokens leaves the window; the bucket that frees last is named.
+    """
+    refusal: RateRefusal | None = None
+    for bucket in buckets:
+        live = sorted(t for t in taken.get(bucket.key, ()) if t > now - bucket.window)
+        if len(live) < bucket.limit:
+            continue
+        wait = bucket.window if bucket.limit <= 0 else live[len(live) - bucket.limit] + bucket.window - now
+        if refusal is None or wait > refusal.wait:
+            refusal = RateRefusal(bucket, max(wait, 0.0))
+    return refusal
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where accounts, certificates and their locks live: records and bytes, never paths.
@@ -370,4 +431,28 @@ class Store(Protocol):
 
     def alock(self, name: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]:
         """Like :meth:`lock`, but waits with ``asyncio.sleep`` instead of blocking."""
+        ...
+
+    # -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ------
+
+    def rate_take(self, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
+        """Take one token from every bucket with ``take`` set, all or none, atomically across processes.
+
+        ``now`` is the time in seconds since the epoch. A token taken at ``t`` counts until
+        ``t + window``. Returns ``None`` when every bucket had a token free (and those with
+        ``take`` now hold one more), otherwise the full bucket that frees last, with how long
+        until it has a token again; nothing is taken then.
+        """
+        ...
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None:
+        """Publish an http-01 answer for ``ttl`` seconds, for ``certsmith serve-challenges`` on any host."""
+        ...
+
+    def challenge_lookup(self, token: str) -> str | None:
+        """The key authorization published for ``token`` and not yet expired, or ``None``."""
+        ...
+
+    def challenge_withdraw(self, token: str) -> None:
+        """Remove the answer for ``token`` (no error when there is none)."""
         ...

@@ -49,7 +49,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,12 @@ from certsmith.errors import ConfigError, LockedError, StorageError
 from certsmith.storage.base import (
     CertificateFiles,
     LineageMeta,
+    RateBucket,
+    RateRefusal,
     RenewalState,
     StoredAccount,
+    rate_refusal,
+    validate_challenge_token,
     validate_lineage_name,
 )
 
@@ -661,6 +665,98 @@ class FileStore:
                 f"cannot open lock file {path}: {_strerror(exc)}; check the permissions of {path.parent} "
                 "or run certsmith as the user that owns it"
             ) from exc
+
+    # -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ------
+    #
+    #   ratelimits.json              {bucket key: [times a token was taken, ...]} (0600)
+    #   locks/.ratelimits.lock       flock(2) around every read-modify-write of it
+    #   challenges/<token>.json      {"key_authorization": ..., "expires": epoch seconds} (0600)
+
+    def rate_path(self) -> Path:
+        return self.root / "ratelimits.json"
+
+    def challenge_path(self, token: str) -> Path:
+        return self.root / "challenges" / f"{validate_challenge_token(token)}.json"
+
+    def rate_take(self, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
+        path = self.rate_path()
+        lock = self.root / "locks" / ".ratelimits.lock"
+        fd = self._open_lock(lock)
+        try:
+            for pause in _lock_pauses(fd, lock, "the rate limiter", 30.0):
+                time.sleep(pause)
+            try:
+                return self._rate_take_locked(path, buckets, now)
+            finally:
+                _release(fd)
+        finally:
+            os.close(fd)
+
+    def _rate_take_locked(self, path: Path, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
+        raw = self._read(path, "the rate limiter's state")
+        taken: dict[str, list[float]] = {}
+        if raw:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                for key, times in data.items():
+                    if isinstance(times, list):
+                        taken[key] = [float(t) for t in times if isinstance(t, int | float)]
+            else:  # a damaged file forgets what it counted; say so, never crash the renewal
+                log.warning("the rate limiter's state %s is damaged; starting it afresh", path)
+        horizon = {b.key: b.window for b in buckets}
+        for key in list(taken):  # drop what has left every window (buckets not asked about: a week at most)
+            window = horizon.get(key, 7 * 86400.0)
+            taken[key] = [t for t in taken[key] if t > now - window]
+            if not taken[key]:
+                del taken[key]
+        refusal = rate_refusal(buckets, taken, now)
+        if refusal is not None:
+            return refusal  # nothing taken, nothing to write
+        for bucket in buckets:
+            if bucket.take:
+                taken.setdefault(bucket.key, []).append(now)
+        self._ensure_dir(self.root)
+        try:
+            atomic_write(path, json.dumps(taken, sort_keys=True).encode(), 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot save the rate limiter's state {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+        return None
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None:
+        path = self.challenge_path(token)
+        self._ensure_dir(path.parent)
+        data = json.dumps({"key_authorization": key_authorization, "expires": time.time() + ttl}).encode()
+        try:
+            atomic_write(path, data, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot publish the http-01 answer {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
+
+    def challenge_lookup(self, token: str) -> str | None:
+        path = self.challenge_path(token)
+        raw = self._read(path, "a published http-01 answer")
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("key_authorization"), str):
+            return None
+        expires = data.get("expires")
+        if not isinstance(expires, int | float) or expires <= time.time():
+            return None
+        value: str = data["key_authorization"]
+        return value
+
+    def challenge_withdraw(self, token: str) -> None:
+        path = self.challenge_path(token)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
 
 
 def _lock_pauses(fd: int, path: Path, what: str, wait: float) -> Iterator[float]:

@@ -15,6 +15,8 @@ says ``?prefix=NAME``)::
     P:lock:<id>, P:fence:<id>        a lease (token, PX ttl) and its fencing counter
     P:keycheck                       proof of which store key sealed the private keys
     P:cache:directory:<id>           a CA's directory document (a cache, expires by itself)
+    P:rate:<bucket>                  zset of the times tokens were taken (the shared rate limiter)
+    P:challenge:<token>              an http-01 key authorization published for serve-challenges (PX ttl)
 
 A version is written in one MULTI/EXEC, with WATCH on the lineage and its fencing
 counter: a reader sees the whole old version or the whole new one, and a write that
@@ -48,7 +50,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -56,7 +58,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from certsmith._time import format_time, utc_now
 from certsmith.errors import ConfigError, LeaseLostError, LockedError, StorageError, StoreKeyMissing
-from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, StoredAccount, validate_lineage_name
+from certsmith.storage.base import (
+    CertificateFiles,
+    LineageMeta,
+    RateBucket,
+    RateRefusal,
+    RenewalState,
+    StoredAccount,
+    validate_challenge_token,
+    validate_lineage_name,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -98,6 +109,35 @@ return 0
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# The shared rate limiter: a sliding window log per bucket, checked and taken in one script.
+# KEYS: the buckets; ARGV: now, a unique member, then limit, window, take (1/0) per bucket.
+# Returns {0} when every token was taken, else {index of the bucket that frees last, seconds}.
+_RATE_TAKE = """
+local now = tonumber(ARGV[1])
+local worst, wait = 0, -1
+for i = 1, #KEYS do
+  local limit, window = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[i])
+  if count >= limit then
+    local w = window
+    if limit > 0 then
+      local oldest = redis.call('ZRANGE', KEYS[i], count - limit, count - limit, 'WITHSCORES')
+      w = tonumber(oldest[2]) + window - now
+    end
+    if w > wait then worst, wait = i, w end
+  end
+end
+if worst > 0 then return {worst, tostring(wait)} end
+for i = 1, #KEYS do
+  if ARGV[3 * i + 2] == '1' then
+    redis.call('ZADD', KEYS[i], now, ARGV[2])
+    redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * i + 1]) * 1000))
+  end
+end
+return {0}
 """
 
 
@@ -791,6 +831,41 @@ class RedisStore:
         from certsmith.storage.files import DIRECTORY_CACHE_MAX_AGE
 
         return RedisDirectoryCache(self, DIRECTORY_CACHE_MAX_AGE if max_age is None else max_age)
+
+
+    # -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ------
+
+    def rate_take(self, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
+        if not buckets:
+            return None
+        keys = [self._k("rate", bucket.key) for bucket in buckets]
+        args: list[str] = [repr(float(now)), f"{now!r}:{os.urandom(8).hex()}"]
+        for bucket in buckets:
+            args += [str(int(bucket.limit)), repr(float(bucket.window)), "1" if bucket.take else "0"]
+        with self._guard("take a token from the rate limiter"):
+            answer = self._client.eval(_RATE_TAKE, len(keys), *keys, *args)
+        values = list(answer) if isinstance(answer, list) else []
+        index = int(values[0]) if values else 0
+        if index <= 0:
+            return None
+        wait = float((_bytes(values[1]) or b"0").decode())
+        return RateRefusal(buckets[index - 1], max(wait, 0.0))
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None:
+        key = self._k("challenge", validate_challenge_token(token))
+        with self._guard("publish an http-01 answer"):
+            self._client.set(key, key_authorization.encode(), px=max(int(ttl * 1000), 1))
+
+    def challenge_lookup(self, token: str) -> str | None:
+        key = self._k("challenge", validate_challenge_token(token))
+        with self._guard("read a published http-01 answer"):
+            value = _bytes(self._client.get(key))
+        return value.decode(errors="replace") if value is not None else None
+
+    def challenge_withdraw(self, token: str) -> None:
+        key = self._k("challenge", validate_challenge_token(token))
+        with self._guard("withdraw an http-01 answer"):
+            self._client.delete(key)
 
 
 class RedisDirectoryCache:
