@@ -820,7 +820,7 @@ class RedisStore:
         sealed = self._seal(account.key_pem, f"account:{aid}:key")
         items = []
         for stamp, key_pem in archived_keys:
-            if not stamp or b" " in stamp.encode():
+            if not (0 < len(stamp) <= 64 and stamp[0].isalnum() and all(c.isalnum() or c in "-_." for c in stamp)):
                 raise StorageError(f"invalid archived account key stamp {stamp[:40]!r}")
             items.append(stamp.encode() + b" " + self._seal(key_pem, f"account:{aid}:archive"))
         data = json.dumps(account.to_json(), sort_keys=True)
