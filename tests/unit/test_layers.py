@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "policy": 5,
     "settings": 5,
     "accounts": 5,
+    "storetools": 4,
     "solvers": 6,
     "leftovers": 6,
     "manager": 7,
