@@ -904,13 +904,7 @@ class RedisStore:
                         problems.append(StoreProblem("orphan", key, "not a version number"))
                     else:
                         with contextlib.suppress(ConfigError):
-                            try:
-                                if self.load_version(parts[1], int(parts[2])) is None:
-                                    problems.append(StoreProblem("orphan", key, "a version without its certificate"))
-                            except StoreKeyMissing:
-                                pass  # sealed keys are only opened with the store key; the rest was checked
-                            except StorageError as exc:
-                                problems.append(StoreProblem("damaged", key, str(exc)))
+                            problems.extend(self._audit_version(key, parts[1], int(parts[2])))
                 elif parts[0] == "account" and len(parts) == 2:
                     fields = self._hash(key)
                     if parts[1] not in accounts or "json" not in fields:
@@ -974,6 +968,24 @@ class RedisStore:
                 except ValueError as exc:
                     problems.append(StoreProblem("damaged", f"{key} {field}", f"unreadable ({exc})"))
         return problems
+
+    def _audit_version(self, key: str, name: str, version: int) -> list[StoreProblem]:
+        """A version's fields, its metadata, and its sealed key when the store key is given."""
+        fields = self._hash(key)
+        if "cert" not in fields:
+            return [StoreProblem("orphan", key, "a version without its certificate")]
+        missing = [f for f in ("meta", "chain", "fullchain") if f not in fields]
+        if missing:
+            return [StoreProblem("damaged", key, f"a version without its {', '.join(missing)}")]
+        try:
+            meta = self._parse_meta(name, fields["meta"])
+            if meta.name != name or meta.version != version:
+                raise StorageError(f"it holds {meta.name!r} version {meta.version}")
+            if "key" in fields and self._store_key is not None:
+                self._open(fields["key"], f"lineage:{name}:{version}:key", f"the private key of certificate {name!r}")
+        except StorageError as exc:
+            return [StoreProblem("damaged", key, str(exc))]
+        return []
 
     def _audit_lease(self, key: str) -> list[StoreProblem]:
         ttl = self._client.pttl(key)
