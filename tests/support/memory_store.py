@@ -18,6 +18,7 @@ from certsmith.storage.base import (
     RateRefusal,
     RenewalState,
     StoredAccount,
+    StoreProblem,
     rate_refusal,
     validate_challenge_token,
     validate_lineage_name,
@@ -43,6 +44,10 @@ class MemoryStore:
         self.rate_taken: dict[str, list[float]] = {}
         self.challenges: dict[str, tuple[str, float]] = {}
 
+        # inventory and migration
+        self.archived_keys: dict[str, list[tuple[str, bytes]]] = {}
+        self.current: dict[str, int] = {}  # set by import_version when the current version is not the last
+
     def location(self, name: str) -> str:
         return f"memory://{validate_lineage_name(name)}"
 
@@ -53,7 +58,10 @@ class MemoryStore:
         self.accounts[account.directory_url] = account
 
     def archive_account_key(self, directory_url: str) -> None:
-        pass
+        account = self.accounts.get(directory_url)
+        if account is not None:
+            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+            self.archived_keys.setdefault(directory_url, []).append((stamp, account.key_pem))
 
     @contextlib.asynccontextmanager
     async def account_lock(self, directory_url: str, *, wait: float = 0.0) -> AsyncIterator[None]:
@@ -68,6 +76,8 @@ class MemoryStore:
         if name in self.damaged:
             raise StorageError(f"the metadata of {name!r} is damaged")
         versions = self.versions.get(name)
+        if versions and name in self.current:
+            return next((meta for meta, _ in versions if meta.version == self.current[name]), None)
         return versions[-1][0] if versions else None
 
     def load_files(self, name: str, version: int) -> CertificateFiles | None:
@@ -86,6 +96,7 @@ class MemoryStore:
             updated_at=now,
         )
         versions.append((stored, files))
+        self.current.pop(meta.name, None)
         self.damaged.discard(meta.name)
         return stored
 
@@ -121,9 +132,44 @@ class MemoryStore:
         return list(self.journal.items())
 
     def delete_lineage(self, name: str) -> None:
+        self.current.pop(name, None)
         self.versions.pop(name, None)
         self.states.pop(name, None)
         self.deploy_states.pop(name, None)
+
+    # -- inventory and migration (certsmith store migrate / check) ---------------------
+
+    def account_urls(self) -> list[str]:
+        return sorted(self.accounts)
+
+    def archived_account_keys(self, directory_url: str) -> list[tuple[str, bytes]]:
+        return list(self.archived_keys.get(directory_url, []))
+
+    def import_account(self, account: StoredAccount, archived_keys: list[tuple[str, bytes]]) -> None:
+        self.archived_keys[account.directory_url] = list(archived_keys)
+        self.accounts[account.directory_url] = account
+
+    def lineage_versions(self, name: str) -> list[int]:
+        return sorted(meta.version for meta, _ in self.versions.get(validate_lineage_name(name), []))
+
+    def load_version(self, name: str, version: int) -> tuple[LineageMeta, CertificateFiles] | None:
+        return next(((m, f) for m, f in self.versions.get(name, []) if m.version == version), None)
+
+    def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
+        versions = self.versions.setdefault(validate_lineage_name(meta.name), [])
+        if any(m.version == meta.version for m, _ in versions):
+            raise StorageError(f"version {meta.version} of {meta.name!r} exists already")
+        before = self.load_meta(meta.name) if versions else None
+        versions.append((meta, files))
+        versions.sort(key=lambda item: item[0].version)
+        chosen = meta.version if current else before.version if before is not None else None
+        if chosen is None or chosen == versions[-1][0].version:
+            self.current.pop(meta.name, None)
+        else:
+            self.current[meta.name] = chosen
+
+    def audit(self) -> list[StoreProblem]:
+        return [StoreProblem("damaged", f"memory://{name}", "damaged metadata") for name in sorted(self.damaged)]
 
     @contextlib.contextmanager
     def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:

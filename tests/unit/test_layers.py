@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "policy": 5,
     "settings": 5,
     "accounts": 5,
+    "storetools": 4,
     "solvers": 6,
     "leftovers": 6,
     "manager": 7,

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,88 @@ def test_challenge_tokens_are_checked(store: Store, token: str) -> None:
     ):
         with pytest.raises(ConfigError, match="invalid http-01 token"):
             call()
+
+# -- inventory and migration (certsmith store migrate / check) -------------------------
+
+
+def _damage_version_meta(store: Store, name: str, version: int) -> None:
+    if isinstance(store, FileStore):
+        (store.lineage_dir(name) / "archive" / str(version) / "meta.json").write_bytes(b"{broken")
+    else:
+        assert isinstance(store, RedisStore)
+        store._client.hset(store._version_key(name, version), "meta", b"{broken")
+
+
+def test_accounts_are_listed_with_their_archived_keys(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    other = "https://other.example.test/dir"
+    assert store.account_urls() == [] and store.archived_account_keys(DIRECTORY) == []
+    store.save_account(account(pairs[0]))
+    store.save_account(account(pairs[1], directory_url=other, url="https://x/acct/2"))
+    assert store.account_urls() == [DIRECTORY, other]
+    store.archive_account_key(DIRECTORY)
+    archived = store.archived_account_keys(DIRECTORY)
+    assert [key for _, key in archived] == [pairs[0].key_pem] and archived[0][0] > "2024"
+    assert store.archived_account_keys(other) == []
+
+
+def test_import_account_keeps_archived_keys_exactly(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    keys = [("20200101T000000Z", pairs[0].key_pem), ("20200101T000000Z-1", pairs[1].key_pem)]
+    store.import_account(account(pairs[1]), keys)
+    assert store.load_account(DIRECTORY) == account(pairs[1])
+    assert store.archived_account_keys(DIRECTORY) == keys
+    store.import_account(account(pairs[0]), keys[:1])  # replaces the archive, not appends to it
+    assert store.archived_account_keys(DIRECTORY) == keys[:1]
+    for bad in ("../x", "", "a b", ".hidden"):
+        with pytest.raises(StorageError, match="invalid archived account key stamp"):
+            store.import_account(account(pairs[1]), [(bad, pairs[1].key_pem)])
+    assert store.load_account(DIRECTORY) == account(pairs[0]) and store.archived_account_keys(DIRECTORY) == keys[:1]
+
+
+def test_versions_are_listed_and_loaded_as_stored(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    assert store.lineage_versions("example.com") == [] and store.load_version("example.com", 1) is None
+    save(store, pairs[0])
+    save(store, pairs[1])
+    assert store.lineage_versions("example.com") == [1, 2]
+    loaded = store.load_version("example.com", 1)
+    assert loaded is not None and loaded[1] == files_of(pairs[0]) and loaded[0].serial == pairs[0].serial
+    current = store.load_meta("example.com")
+    assert store.load_version("example.com", 2) == (current, files_of(pairs[1]))
+    assert store.load_version("example.com", 3) is None
+
+
+def test_import_version_writes_exactly_what_it_is_given(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    stamps = {"created_at": "2020-01-01T00:00:00Z", "updated_at": "2020-02-02T00:00:00Z"}
+    one = meta_for(pairs[0], "copy.example.com", version=3, **stamps)
+    two = meta_for(pairs[1], "copy.example.com", version=7, **stamps)
+    store.import_version(one, files_of(pairs[0]), current=True)
+    store.import_version(two, files_of(pairs[1]), current=False)
+    assert store.load_meta("copy.example.com") == one  # not re-stamped, not renumbered; 7 is not current
+    assert store.lineage_names() == ["copy.example.com"]
+    assert store.lineage_versions("copy.example.com") == [3, 7]
+    assert store.load_version("copy.example.com", 7) == (two, files_of(pairs[1]))
+    assert store.load_files("copy.example.com", 3) == files_of(pairs[0])
+    with pytest.raises(StorageError, match="exists already"):
+        store.import_version(replace(two, serial="ff"), files_of(pairs[0]), current=True)
+    assert store.load_version("copy.example.com", 7) == (two, files_of(pairs[1]))
+    assert store.load_meta("copy.example.com") == one
+    csr = replace(one, version=8, key_type="csr")
+    csr_files = CertificateFiles(pairs[0].cert_pem, b"CHAIN", pairs[0].cert_pem + b"CHAIN", key_pem=None)
+    store.import_version(csr, csr_files, current=True)
+    assert store.load_meta("copy.example.com") == csr and store.load_files("copy.example.com", 8) == csr_files
+    assert save(store, pairs[0], "copy.example.com") == 9  # the store's own numbering goes on from there
+
+
+def test_audit_finds_nothing_in_a_sound_store_and_a_damaged_version(store: Store, pairs: tuple[Pair, Pair]) -> None:
+    store.save_account(account(pairs[0]))
+    save(store, pairs[0])
+    save(store, pairs[1])
+    store.save_state("example.com", RenewalState(version=2))
+    store.save_deploy_state("example.com", {"x": {}})
+    store.journal_add("a1", {"kind": "dns-01"})
+    assert store.audit() == []
+    _damage_version_meta(store, "example.com", 1)
+    with pytest.raises(StorageError):
+        store.load_version("example.com", 1)
+    problems = store.audit()
+    assert [p.kind for p in problems] == ["damaged"] and "1" in problems[0].where
+    assert problems[0].to_json()["detail"]

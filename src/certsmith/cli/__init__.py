@@ -19,6 +19,7 @@ from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, R
 from certsmith.cli.deploy import deploy, parse_specs
 from certsmith.cli.persist import persist
 from certsmith.cli.schedule import schedule
+from certsmith.cli.store import store
 from certsmith.cli.sync import sync
 
 if TYPE_CHECKING:
@@ -963,3 +964,4 @@ main.add_command(schedule)
 main.add_command(deploy)
 main.add_command(persist)
 main.add_command(sync)
+main.add_command(store)

@@ -25,6 +25,7 @@ __all__ = [
     "RateRefusal",
     "RenewalState",
     "Store",
+    "StoreProblem",
     "StoredAccount",
     "rate_refusal",
     "validate_challenge_token",
@@ -322,6 +323,22 @@ def rate_refusal(
             refusal = RateRefusal(bucket, max(wait, 0.0))
     return refusal
 
+@dataclass(frozen=True)
+class StoreProblem:
+    """Something wrong in a store that its records alone do not show (``certsmith store check``).
+
+    ``kind`` is ``damaged`` (a record that cannot be read), ``orphan`` (data no record leads
+    to, e.g. a key without its version) or ``lease`` (a lock that will not free itself soon);
+    ``where`` names the place in the store, ``detail`` says what is wrong, in one line.
+    """
+
+    kind: str
+    where: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "where": self.where, "detail": self.detail}
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -455,4 +472,42 @@ class Store(Protocol):
 
     def challenge_withdraw(self, token: str) -> None:
         """Remove the answer for ``token`` (no error when there is none)."""
+
+    # -- inventory and migration (certsmith store migrate / check) ---------------------
+    # Kept apart from the methods above: a store copied to another one must come out the
+    # same, so these read and write versions and accounts exactly as given, not re-stamped.
+
+    def account_urls(self) -> list[str]:
+        """The directory URLs of every stored account (those whose record can be read), sorted."""
+        ...
+
+    def archived_account_keys(self, directory_url: str) -> list[tuple[str, bytes]]:
+        """The account keys replaced by key rollovers, oldest first, as (UTC time stamp, PEM)."""
+        ...
+
+    def import_account(self, account: StoredAccount, archived_keys: list[tuple[str, bytes]]) -> None:
+        """Store ``account`` and, exactly as given, its archived keys (replacing any archived here)."""
+        ...
+
+    def lineage_versions(self, name: str) -> list[int]:
+        """The version numbers stored for certificate ``name`` (current and archived), ascending."""
+        ...
+
+    def load_version(self, name: str, version: int) -> tuple[LineageMeta, CertificateFiles] | None:
+        """The metadata and files of one version as stored, ``None`` if it does not exist.
+
+        Raises :class:`~certsmith.errors.StorageError` when it exists but is incomplete or damaged.
+        """
+        ...
+
+    def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
+        """Write version ``meta.version`` of ``meta.name`` exactly as given (no new number, no new times).
+
+        Refuses (``StorageError``) when that version already exists; with ``current`` it becomes
+        the version :meth:`load_meta` returns. The caller holds the certificate's lock.
+        """
+        ...
+
+    def audit(self) -> list[StoreProblem]:
+        """What is wrong below the records: damaged or orphaned data, leases that will not free themselves."""
         ...

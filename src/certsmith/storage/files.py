@@ -66,6 +66,7 @@ from certsmith.storage.base import (
     RateRefusal,
     RenewalState,
     StoredAccount,
+    StoreProblem,
     rate_refusal,
     validate_challenge_token,
     validate_lineage_name,
@@ -758,6 +759,205 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot remove {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
 
+    # -- inventory and migration (certsmith store migrate / check) ---------------------
+
+    def account_urls(self) -> list[str]:
+        """Directory URLs of the accounts whose ``account.json`` names them (damaged ones: see :meth:`audit`)."""
+        urls = []
+        for directory in self._account_dirs():
+            url = self._account_url_of(directory)
+            if url is not None:
+                urls.append(url)
+        return sorted(urls)
+
+    def _account_dirs(self) -> list[Path]:
+        base = self.root / "accounts"
+        try:
+            return sorted(Path(d.path) / e.name for d in os.scandir(base) if d.is_dir(follow_symlinks=False)
+                          for e in os.scandir(d.path) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {base}: {_strerror(exc)}; check the permissions of {self.root}") from exc
+
+    def _account_url_of(self, directory: Path) -> str | None:
+        """The directory URL in ``directory/account.json`` when it is readable and belongs there."""
+        raw = self._read(directory / "account.json", "account file")
+        try:
+            data = json.loads(raw) if raw is not None else None
+            url = data.get("directory_url") if isinstance(data, dict) else None
+            return url if isinstance(url, str) and self.account_dir(url) == directory else None
+        except (ValueError, ConfigError):
+            return None
+
+    def archived_account_keys(self, directory_url: str) -> list[tuple[str, bytes]]:
+        """``account.key.<UTC time>`` files, oldest first."""
+        directory = self.account_dir(directory_url)
+        try:
+            stamps = sorted(entry.name[len("account.key."):] for entry in os.scandir(directory)
+                            if entry.name.startswith("account.key.") and entry.name != "account.key.pending")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {directory}: {_strerror(exc)}") from exc
+        out = []
+        for stamp in stamps:
+            key_pem = self._read(directory / f"account.key.{stamp}", "archived account key")
+            if key_pem is not None:
+                out.append((stamp, key_pem))
+        return out
+
+    def import_account(self, account: StoredAccount, archived_keys: list[tuple[str, bytes]]) -> None:
+        """Write the archived keys as ``account.key.<stamp>`` (others removed), then the account."""
+        directory = self.account_dir(account.directory_url)
+        for stamp, _ in archived_keys:
+            _archive_stamp(stamp)
+        self._ensure_dir(directory)
+        wanted = {stamp for stamp, _ in archived_keys}
+        for stamp, _old in self.archived_account_keys(account.directory_url):
+            if stamp not in wanted:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(directory / f"account.key.{stamp}")
+        for stamp, key_pem in archived_keys:
+            atomic_write(directory / f"account.key.{stamp}", key_pem, 0o600)
+        self.save_account(account)
+
+    def lineage_versions(self, name: str) -> list[int]:
+        archive = self.lineage_dir(name) / "archive"
+        if not archive.is_dir():
+            return []
+        return sorted(self._archived_versions(archive))
+
+    def load_version(self, name: str, version: int) -> tuple[LineageMeta, CertificateFiles] | None:
+        """``archive/<version>``: its ``meta.json`` and files."""
+        version_dir = self.lineage_dir(name) / "archive" / str(version)
+        files = self.load_files(name, version)
+        meta_path = version_dir / _META_FILE
+        raw = self._read(meta_path, "certificate metadata")
+        if files is None:
+            if raw is not None or (version_dir / KEY_FILE).exists():
+                raise StorageError(f"{version_dir} has no certificate; restore it or remove {version_dir}")
+            return None
+        remedy = f"restore it from a backup, or remove {version_dir}"
+        if raw is None:
+            raise StorageError(f"{version_dir} has no {_META_FILE}; {remedy}")
+        data = self._parse_json(meta_path, raw, "certificate metadata", remedy)
+        try:
+            meta = LineageMeta.from_json(data)
+        except ValueError as exc:
+            raise StorageError(f"certificate metadata {meta_path} is invalid: {exc}; {remedy}") from exc
+        if meta.name != name or meta.version != version:
+            raise StorageError(f"{meta_path} describes {meta.name!r} version {meta.version}; {remedy}")
+        return meta, files
+
+    def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
+        """Write ``archive/<meta.version>`` as given (staged, then renamed), and with ``current`` commit it."""
+        directory = self.lineage_dir(meta.name)
+        archive = directory / "archive"
+        self._ensure_dir(archive)
+        target = archive / str(meta.version)
+        if meta.version < 1:
+            raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: versions start at 1")
+        if os.path.lexists(target):
+            raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: {target} exists already")
+        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            staging.mkdir(mode=0o700)
+            os.chmod(staging, 0o700)
+            if files.key_pem is not None:
+                atomic_write(staging / KEY_FILE, files.key_pem, 0o600)
+            atomic_write(staging / CERT_FILE, files.cert_pem, 0o644)
+            atomic_write(staging / CHAIN_FILE, files.chain_pem, 0o644)
+            atomic_write(staging / FULLCHAIN_FILE, files.fullchain_pem, 0o644)
+            meta_json = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
+            atomic_write(staging / _META_FILE, meta_json.encode(), 0o600)
+            os.rename(staging, target)
+            _fsync_dir(archive)
+        except OSError as exc:
+            raise StorageError(f"cannot import certificate {meta.name!r} into {directory}: {_strerror(exc)}; "
+                               f"{_WRITE_HINT}") from exc
+        finally:
+            _rmtree(staging, ignore_errors=True)
+        if not current:
+            return
+        for filename in _LINEAGE_FILES:
+            link = directory / filename
+            if filename == KEY_FILE and files.key_pem is None:
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+            elif not (link.is_symlink() and os.readlink(link) == f"current/{filename}"):
+                _replace_symlink(link, f"current/{filename}")
+        _replace_symlink(directory / "current", f"archive/{meta.version}")
+        _fsync_dir(directory)
+
+    def audit(self) -> list[StoreProblem]:
+        """Damaged or orphaned files and leftovers; flock(2) locks never go stale, so no lease problems."""
+        problems: list[StoreProblem] = []
+        for directory in self._account_dirs():
+            where = str(directory)
+            has_json, has_key = (directory / "account.json").exists(), (directory / "account.key").exists()
+            if has_json and self._account_url_of(directory) is None:
+                problems.append(StoreProblem("damaged", where, "account.json is unreadable or names another CA"))
+            elif not has_json and (has_key or (directory / "account.key.pending").exists()):
+                problems.append(StoreProblem("orphan", where, "an account key without account.json"))
+        base = self.root / "certificates"
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: e.name) if base.is_dir() else []
+        except OSError as exc:
+            raise StorageError(f"cannot list {base}: {_strerror(exc)}") from exc
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith(_DELETED_PREFIX):
+                problems.append(StoreProblem("orphan", str(path), "the leftover of an interrupted delete"))
+                continue
+            try:
+                validate_lineage_name(entry.name)
+            except ConfigError:
+                problems.append(StoreProblem("orphan", str(path), "not a certificate certsmith made"))
+                continue
+            problems.extend(self._audit_lineage(entry.name, path))
+        journal = self.root / "journal"
+        for path in sorted(journal.glob("*.json")) if journal.is_dir() else []:
+            try:
+                if not isinstance(json.loads(path.read_bytes()), dict):
+                    raise ValueError
+            except (OSError, ValueError):
+                problems.append(StoreProblem("damaged", str(path), "an unreadable journal note"))
+        return problems
+
+    def _audit_lineage(self, name: str, path: Path) -> list[StoreProblem]:
+        problems: list[StoreProblem] = []
+        meta_ok = (path / _META_FILE).is_file()
+        versions = self.lineage_versions(name)
+        if not meta_ok:
+            what = "archived versions but no current one" if versions else "no certificate"
+            problems.append(StoreProblem("orphan", str(path), f"a certificate directory with {what}"))
+        for version in versions:
+            version_dir = path / "archive" / str(version)
+            try:
+                if self.load_version(name, version) is None:
+                    problems.append(StoreProblem("orphan", str(version_dir), "a version without its certificate"))
+            except StorageError as exc:
+                problems.append(StoreProblem("damaged", str(version_dir), str(exc)))
+        for entry in os.scandir(path):
+            if entry.name.startswith(_STAGING_PREFIX):
+                pid_text = entry.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+                if not (pid_text.isdigit() and _pid_alive(int(pid_text))):
+                    problems.append(StoreProblem("orphan", entry.path, "the leftover of an interrupted save"))
+        for filename in (_STATE_FILE, _DEPLOY_FILE):
+            raw = self._read(path / filename, filename)
+            if raw is None:
+                continue
+            try:
+                data = json.loads(raw)
+                if filename == _STATE_FILE:
+                    RenewalState.from_json(data)
+                elif not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                problems.append(StoreProblem("damaged", str(path / filename), f"unreadable ({exc})"))
+        return problems
+
 
 def _lock_pauses(fd: int, path: Path, what: str, wait: float) -> Iterator[float]:
     """Try to lock ``fd``, yielding the pauses to sleep between tries (the caller sleeps its own way).
@@ -855,3 +1055,10 @@ class FileDirectoryCache:
     def drop(self, url: str) -> None:
         with contextlib.suppress(OSError, ConfigError):
             self._store.directory_cache_path(url).unlink(missing_ok=True)
+
+
+def _archive_stamp(stamp: str) -> str:
+    """An archived account key's time stamp, safe as the end of a file name."""
+    if not (0 < len(stamp) <= 64 and stamp[0].isalnum() and all(c.isalnum() or c in "-_." for c in stamp)):
+        raise StorageError(f"invalid archived account key stamp {stamp[:40]!r}")
+    return stamp

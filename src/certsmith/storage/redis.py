@@ -65,6 +65,7 @@ from certsmith.storage.base import (
     RateRefusal,
     RenewalState,
     StoredAccount,
+    StoreProblem,
     validate_challenge_token,
     validate_lineage_name,
 )
@@ -823,6 +824,220 @@ class RedisStore:
         """The fencing number of the lease this process holds on certificate ``name``, or ``None``."""
         lease = self._leases.get(name)
         return None if lease is None else lease.fence
+
+    # -- inventory and migration (certsmith store migrate / check) ---------------------
+
+    def _hash(self, key: str) -> dict[str, bytes]:
+        fields = self._client.hgetall(key)
+        return {(_bytes(k) or b"").decode(): _bytes(v) or b"" for k, v in fields.items()} if isinstance(
+            fields, dict) else {}
+
+    def account_urls(self) -> list[str]:
+        """The directory URLs in the account records listed in ``P:accounts`` (damaged ones: see :meth:`audit`)."""
+        with self._guard("list the accounts"):
+            members = self._client.smembers(self._k("accounts"))
+            raws = [_bytes(self._client.hget(self._k("account", (_bytes(m) or b"").decode()), "json"))
+                    for m in (members if isinstance(members, set) else [])]
+        urls = []
+        for raw in raws:
+            with contextlib.suppress(ValueError, AttributeError, ConfigError):
+                url = json.loads(raw or b"").get("directory_url")
+                if isinstance(url, str):
+                    _account_id(url)
+                    urls.append(url)
+        return sorted(urls)
+
+    def import_account(self, account: StoredAccount, archived_keys: list[tuple[str, bytes]]) -> None:
+        """The account and its archived keys (sealed again, each under its own stamp) in one MULTI/EXEC."""
+        aid = _account_id(account.directory_url)
+        key, archive = self._k("account", aid), self._k("account", aid, "archive")
+        sealed = self._seal(account.key_pem, f"account:{aid}:key")
+        items = []
+        for stamp, key_pem in archived_keys:
+            if not (0 < len(stamp) <= 64 and stamp[0].isalnum() and all(c.isalnum() or c in "-_." for c in stamp)):
+                raise StorageError(f"invalid archived account key stamp {stamp[:40]!r}")
+            items.append(stamp.encode() + b" " + self._seal(key_pem, f"account:{aid}:archive"))
+        data = json.dumps(account.to_json(), sort_keys=True)
+
+        def build(pipe: Pipeline) -> None:
+            pipe.multi()
+            pipe.hset(key, mapping={"json": data, "key": sealed})
+            pipe.delete(archive)
+            if items:
+                pipe.rpush(archive, *items)
+            pipe.sadd(self._k("accounts"), aid)
+
+        self._write(f"import the account for {account.directory_url}", f"account:{aid}", (key,), build)
+
+    def lineage_versions(self, name: str) -> list[int]:
+        prefix = self._lineage_key(name) + ":"
+        with self._guard(f"list the versions of certificate {name!r}"):
+            keys = list(self._client.scan_iter(match=f"{prefix}*", count=1000))
+        versions = [(_bytes(k) or b"").decode()[len(prefix):] for k in keys]
+        return sorted(int(v) for v in versions if v.isdigit())
+
+    def load_version(self, name: str, version: int) -> tuple[LineageMeta, CertificateFiles] | None:
+        key = self._version_key(name, version)
+        with self._guard(f"read version {version} of certificate {name!r}"):
+            raw = _bytes(self._client.hget(key, "meta"))
+        files = self.load_files(name, version)
+        if files is None:
+            if raw is not None:
+                raise StorageError(f"version {version} of certificate {name!r} in {self.where} has no certificate; "
+                                   f"delete the Redis key {key}")
+            return None
+        if raw is None:
+            raise StorageError(f"version {version} of certificate {name!r} in {self.where} has no metadata; "
+                               f"delete the Redis key {key}")
+        meta = self._parse_meta(name, raw)
+        if meta.name != name or meta.version != version:
+            raise StorageError(f"the Redis key {key} holds {meta.name!r} version {meta.version}; delete it")
+        return meta, files
+
+    def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
+        name = validate_lineage_name(meta.name)
+        if meta.version < 1:
+            raise StorageError(f"cannot import version {meta.version} of {name!r}: versions start at 1")
+        lineage_key, version_key = self._lineage_key(name), self._version_key(name, meta.version)
+        meta_json = json.dumps(meta.to_json(), sort_keys=True)
+        fields: dict[FieldT, EncodableT] = {
+            "meta": meta_json, "cert": files.cert_pem, "chain": files.chain_pem, "fullchain": files.fullchain_pem,
+        }
+        if files.key_pem is not None:
+            fields["key"] = self._seal(files.key_pem, f"lineage:{name}:{meta.version}:key")
+
+        def build(pipe: Pipeline) -> None:
+            if pipe.exists(version_key):
+                pipe.reset()
+                raise StorageError(f"cannot import version {meta.version} of {name!r}: it exists already in "
+                                   f"{self.where}")
+            pipe.multi()
+            pipe.hset(version_key, mapping=fields)
+            if current:
+                pipe.hset(lineage_key, mapping={"current": str(meta.version), "meta": meta_json})
+                pipe.sadd(self._k("lineages"), name)
+
+        self._write(f"import certificate {name!r}", name, (lineage_key, version_key), build)
+
+    def audit(self) -> list[StoreProblem]:
+        """Damaged records, keys no record leads to, and leases that will not free themselves soon."""
+        problems: list[StoreProblem] = []
+        with self._guard("check the store"):
+            keys = sorted((_bytes(k) or b"").decode() for k in self._client.scan_iter(match=self._k("*"), count=1000))
+            lineages = {(_bytes(m) or b"").decode() for m in self._client.smembers(self._k("lineages")) or ()}
+            accounts = {(_bytes(m) or b"").decode() for m in self._client.smembers(self._k("accounts")) or ()}
+            for key in keys:
+                parts = key[len(self.prefix) + 1:].split(":")
+                if parts[0] == "lineage" and len(parts) == 2:
+                    problems.extend(self._audit_lineage(key, parts[1], lineages))
+                elif parts[0] == "lineage" and len(parts) == 3:
+                    if parts[1] not in lineages:
+                        problems.append(StoreProblem("orphan", key, f"a version of certificate {parts[1]!r}, "
+                                                     "which is not listed in the store"))
+                    elif not parts[2].isdigit():
+                        problems.append(StoreProblem("orphan", key, "not a version number"))
+                    else:
+                        with contextlib.suppress(ConfigError):
+                            problems.extend(self._audit_version(key, parts[1], int(parts[2])))
+                elif parts[0] == "account" and len(parts) == 2:
+                    fields = self._hash(key)
+                    if parts[1] not in accounts or "json" not in fields:
+                        problems.append(StoreProblem("orphan", key, "an account key without its account record"))
+                    elif "key" not in fields:
+                        problems.append(StoreProblem("damaged", key, "an account record without its key"))
+                    else:
+                        try:
+                            data = json.loads(fields["json"])
+                            if not isinstance(data, dict) or _account_id(data.get("directory_url", "")) != parts[1]:
+                                raise ValueError("it names another CA")
+                        except (ValueError, ConfigError, TypeError) as exc:
+                            problems.append(StoreProblem("damaged", key, f"an unreadable account record ({exc})"))
+                elif parts[0] == "account" and len(parts) == 3 and parts[2] == "archive":
+                    if parts[1] not in accounts:
+                        problems.append(StoreProblem("orphan", key, "archived account keys without their account"))
+                elif parts[0] == "lock" and len(parts) >= 2:
+                    problems.extend(self._audit_lease(key))
+            for name in sorted(lineages):
+                if self._lineage_key(name) not in keys:
+                    problems.append(StoreProblem("orphan", self._k("lineages"), f"lists {name!r}, which has no record"))
+            for aid in sorted(accounts):
+                if self._k("account", aid) not in keys:
+                    problems.append(StoreProblem("orphan", self._k("accounts"), f"lists {aid}, which has no record"))
+            order = {(_bytes(m) or b"").decode() for m in self._client.zrange(self._k("journal", "order"), 0, -1)}
+            notes = self._hash(self._k("journal"))
+        for note in sorted(set(notes) | order):
+            where = f"{self._k('journal')} {note}"
+            if note not in notes or note not in order:
+                problems.append(StoreProblem("orphan", where, "a journal note without its order entry, or the reverse"))
+                continue
+            try:
+                if not isinstance(json.loads(notes[note]), dict):
+                    raise ValueError
+            except ValueError:
+                problems.append(StoreProblem("damaged", where, "an unreadable journal note"))
+        return problems
+
+    def _audit_lineage(self, key: str, name: str, listed: set[str]) -> list[StoreProblem]:
+        fields = self._hash(key)
+        if name not in listed:
+            return [StoreProblem("orphan", key, "a certificate that is not listed in the store")]
+        if "meta" not in fields or not fields.get("current", b"").isdigit():
+            return [StoreProblem("damaged", key, "a certificate record without its current version")]
+        problems = []
+        try:
+            self._parse_meta(name, fields["meta"])
+        except StorageError as exc:
+            problems.append(StoreProblem("damaged", key, str(exc)))
+        if not self._client.exists(self._version_key(name, int(fields["current"]))):
+            missing = f"its current version {fields['current'].decode()} is missing"
+            problems.append(StoreProblem("damaged", key, missing))
+        for field in ("state", "deploy"):
+            if field in fields:
+                try:
+                    data = json.loads(fields[field])
+                    if field == "state":
+                        RenewalState.from_json(data)
+                    elif not isinstance(data, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as exc:
+                    problems.append(StoreProblem("damaged", f"{key} {field}", f"unreadable ({exc})"))
+        return problems
+
+    def _audit_version(self, key: str, name: str, version: int) -> list[StoreProblem]:
+        """A version's fields, its metadata, and its sealed key when the store key is given."""
+        fields = self._hash(key)
+        if "cert" not in fields:
+            return [StoreProblem("orphan", key, "a version without its certificate")]
+        missing = [f for f in ("meta", "chain", "fullchain") if f not in fields]
+        if missing:
+            return [StoreProblem("damaged", key, f"a version without its {', '.join(missing)}")]
+        try:
+            meta = self._parse_meta(name, fields["meta"])
+            if meta.name != name or meta.version != version:
+                raise StorageError(f"it holds {meta.name!r} version {meta.version}")
+            if "key" in fields and self._store_key is not None:
+                self._open(fields["key"], f"lineage:{name}:{version}:key", f"the private key of certificate {name!r}")
+        except StorageError as exc:
+            return [StoreProblem("damaged", key, str(exc))]
+        return []
+
+    def _audit_lease(self, key: str) -> list[StoreProblem]:
+        ttl = self._client.pttl(key)
+        token = (_bytes(self._client.get(key)) or b"").decode(errors="replace")
+        if isinstance(ttl, int) and ttl == -1:
+            return [StoreProblem("lease", key, f"a lease without expiry (held by {token or 'nobody'}): it never frees "
+                                 "itself; delete it once no certsmith holds it")]
+        words = token.split(" ")
+        if len(words) >= 3 and words[0] == socket.gethostname() and words[2].isdigit() and words[2] != str(os.getpid()):
+            try:
+                os.kill(int(words[2]), 0)
+            except ProcessLookupError:
+                left = max(int(ttl), 0) / 1000 if isinstance(ttl, int) else 0
+                return [StoreProblem("lease", key, f"a stale lease: its holder (pid {words[2]} on this host) is gone; "
+                                     f"it expires in {left:.0f} s")]
+            except PermissionError:
+                pass
+        return []
 
     # -- fleet operations: the directory cache ----------------------------------------
 
