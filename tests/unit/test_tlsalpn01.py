@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -366,3 +367,34 @@ def test_a_non_ascii_sni_is_refused_before_the_tls_library_sees_it(capfd: pytest
 
     run(with_solver(body_))
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_trickled_client_hello_is_cut_off_at_the_handshake_timeout() -> None:
+    """A slowloris client sending its hello a byte at a time holds a connection only as long as the timeout."""
+    port = free_port()
+    hello = _captured_hello("a.example.test")
+
+    async def main() -> float:
+        solver = TlsAlpn01Solver(port, LOOPBACK, handshake_timeout=0.5)
+        try:
+            await solver.present([JOB_A])
+            reader, writer = await asyncio.open_connection(LOOPBACK, port)
+            started = asyncio.get_running_loop().time()
+            try:
+                for byte in hello:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            except ConnectionError:
+                pass  # cut off while still sending
+            with contextlib.suppress(ConnectionError):  # the reset may reach the reading side first
+                assert await asyncio.wait_for(reader.read(), 2) == b""
+            elapsed = asyncio.get_running_loop().time() - started
+            writer.close()
+            check_certificate((await fetch(port, "a.example.test"))[0], JOB_A)  # others are still served
+            return elapsed
+        finally:
+            await solver.aclose()
+
+    elapsed = run(main())
+    assert len(hello) * 0.05 > 3 and 0.4 < elapsed < 2.5, elapsed
