@@ -501,6 +501,9 @@ class FileStore:
                     _replace_symlink(link, wanted)
             _replace_symlink(directory / "current", f"archive/{version}")  # the commit point
             committed = True
+            # what was learnt about the previous version no longer applies (as in Redis, which drops it)
+            with contextlib.suppress(OSError):
+                (directory / _STATE_FILE).unlink()
             _fsync_dir(directory)
         finally:
             if not committed:
