@@ -122,6 +122,15 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         return {"actions": self.actions, "files": self.files, "notes": self.notes, **self.details}
 
+    def delete(self, path: Path) -> None:
+        """Delete ``path`` (a :class:`ScheduleError` if it cannot be) and record that it did."""
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise ScheduleError(f"cannot delete {path}: {exc.strerror}") from None
+        self.actions.append(f"deleted {path}")
+        self.files.append(str(path))
+
 
 def certsmith_command() -> tuple[str, ...]:
     """The absolute argv prefix that runs this certsmith again.
@@ -380,12 +389,7 @@ def remove_units(unit_dir: Path | None = None) -> Outcome:
         _systemctl("disable", "--now", TIMER_NAME)
         outcome.actions.append(f"ran systemctl disable --now {TIMER_NAME}")
     for path in present:
-        try:
-            path.unlink()
-        except OSError as exc:
-            raise ScheduleError(f"cannot delete {path}: {exc.strerror}") from None
-        outcome.actions.append(f"deleted {path}")
-        outcome.files.append(str(path))
+        outcome.delete(path)
     if managed:
         _systemctl("daemon-reload")
         outcome.actions.append("ran systemctl daemon-reload")
@@ -529,12 +533,7 @@ def remove_cron(cron_file: Path | None = None) -> Outcome:
         else:
             if not any(line.rstrip().endswith(CRON_MARKER) for line in text.splitlines()):
                 raise ScheduleError(f"{cron_file} has no certsmith line; it was not written by certsmith, left alone")
-            try:
-                cron_file.unlink()
-            except OSError as exc:
-                raise ScheduleError(f"cannot delete {cron_file}: {exc.strerror}") from None
-            outcome.actions.append(f"deleted {cron_file}")
-            outcome.files.append(str(cron_file))
+            outcome.delete(cron_file)
     crontab = shutil.which("crontab")
     if crontab:
         kept, removed = _without_certsmith_lines(_read_crontab(crontab))

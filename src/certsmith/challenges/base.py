@@ -27,6 +27,28 @@ _T = TypeVar("_T")
 DNS_CHALLENGES = ("dns-01", "dns-persist-01")
 
 
+def prefixed_fqdn(prefix: str, identifier: str, *, challenge: str, noun: str = "") -> str:
+    """``<prefix>.<identifier>.``: lower case, IDNA (2008, UTS #46) encoded; a leading ``*.`` is dropped.
+
+    A wildcard is validated at its base name. ``noun`` (``"identifier "``) goes before the
+    identifier in the :class:`ChallengeError` for a name that is empty or not a domain name.
+    """
+    import dns.exception  # here: the settings check imports this module and needs no dnspython
+    import dns.name
+
+    text = identifier.strip()
+    if text.startswith("*."):
+        text = text[2:]
+    text = text.rstrip(".")
+    if not text:
+        raise ChallengeError(f"cannot derive a {challenge} record name from {noun}{identifier!r}")
+    try:
+        name = dns.name.from_unicode(text, idna_codec=dns.name.IDNA_2008_Practical)
+        return dns.name.Name((prefix.encode(), *name.canonicalize().labels)).to_text()
+    except dns.exception.DNSException as exc:
+        raise ChallengeError(f"{noun}{identifier!r} is not a valid domain name: {exc}") from None
+
+
 def unsupported_reason(challenge_type: str, identifier_type: str, identifier: str, *, wildcard: bool) -> str | None:
     """Why ``challenge_type`` cannot validate this identifier, or ``None`` when it can.
 

@@ -15,13 +15,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, NamedTuple, TypeVar
 
-import dns.exception
-import dns.name
-
-from certsmith.challenges.base import ArtefactJournal, ChallengeJob, check_supported, run_to_completion
+from certsmith.challenges.base import ArtefactJournal, ChallengeJob, check_supported, prefixed_fqdn, run_to_completion
 from certsmith.dns.base import DnsProvider
 from certsmith.dns.zone import Resolver, follow_cname, wait_for_txt
-from certsmith.errors import ChallengeError, DnsError
+from certsmith.errors import DnsError
 
 log = logging.getLogger("certsmith.dns")
 
@@ -40,17 +37,7 @@ def challenge_fqdn(identifier: str) -> str:
 
     A leading ``*.`` is dropped: a wildcard is validated at its base name.
     """
-    text = identifier.strip()
-    if text.startswith("*."):
-        text = text[2:]
-    text = text.rstrip(".")
-    if not text:
-        raise ChallengeError(f"cannot derive a dns-01 record name from identifier {identifier!r}")
-    try:
-        name = dns.name.from_unicode(text, idna_codec=dns.name.IDNA_2008_Practical)
-        return dns.name.Name((b"_acme-challenge", *name.canonicalize().labels)).to_text()
-    except dns.exception.DNSException as exc:
-        raise ChallengeError(f"identifier {identifier!r} is not a valid domain name: {exc}") from None
+    return prefixed_fqdn("_acme-challenge", identifier, challenge="dns-01", noun="identifier ")
 
 
 class Dns01Solver:

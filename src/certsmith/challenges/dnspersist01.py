@@ -19,11 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-import dns.exception
-import dns.name
-
-from certsmith.challenges.base import ChallengeJob, check_supported
-from certsmith.errors import ChallengeError
+from certsmith.challenges.base import ChallengeJob, check_supported, prefixed_fqdn
 
 log = logging.getLogger("certsmith.challenges")
 
@@ -32,17 +28,7 @@ PREFIX = "_validation-persist"
 
 def persist_fqdn(identifier: str) -> str:
     """``_validation-persist.<identifier>.``: lower case, IDNA encoded; a leading ``*.`` is dropped."""
-    text = identifier.strip()
-    if text.startswith("*."):
-        text = text[2:]
-    text = text.rstrip(".")
-    if not text:
-        raise ChallengeError(f"cannot derive a dns-persist-01 record name from {identifier!r}")
-    try:
-        name = dns.name.from_unicode(text, idna_codec=dns.name.IDNA_2008_Practical)
-        return dns.name.Name((PREFIX.encode(), *name.canonicalize().labels)).to_text()
-    except dns.exception.DNSException as exc:
-        raise ChallengeError(f"{identifier!r} is not a valid domain name: {exc}") from None
+    return prefixed_fqdn(PREFIX, identifier, challenge="dns-persist-01")
 
 
 def record_value(issuer: str, account_url: str, *, wildcard: bool = False, until: int | None = None) -> str:

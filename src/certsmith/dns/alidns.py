@@ -28,7 +28,7 @@ from certsmith.dns import alicloud_rpc as rpc
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.alicloud_rpc import CREDENTIAL_ENV, Credentials, clock_offset, parse_signature_version, with_scheme
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
+from certsmith.dns.http_api import C, HttpOptions, LookupCache, R, RecordApiProvider, Retryable, endpoint_root
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -236,17 +236,52 @@ def describe_error(
 
 
 def _zone_list(zones: list[str]) -> str:
+    return zone_list(zones, "Alibaba Cloud DNS", advice=". Use the AccessKey of the account that owns the domain")
+
+
+def zone_list(zones: list[str], service: str, *, advice: str = "") -> str:
+    """The account's domains for an error message (the first 20, sorted), or how to add one when it has none."""
     if not zones:
-        return "the account has no domains in Alibaba Cloud DNS; add the zone there first"
+        return f"the account has no domains in {service}; add the zone there first"
     shown = ", ".join(sorted(zones)[:20])
     more = f" and {len(zones) - 20} more" if len(zones) > 20 else ""
-    return f"the account has: {shown}{more}. Use the AccessKey of the account that owns the domain"
+    return f"the account has: {shown}{more}{advice}"
+
+
+class AccountZonesProvider(RecordApiProvider[C, R]):
+    """Base of the providers that list every domain of the account once and pick the one holding a name.
+
+    A subclass writes ``_list_zones()`` (all pages of the API's domain list) and
+    ``_no_zone(fqdn, zones)``, the error for a name in none of them.
+    """
+
+    def __init__(self, config: C, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, **options)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
+
+    async def zones(self) -> list[Zone]:
+        """Every domain of the account (all pages of the API's list), cached."""
+        return list(await self._zones.get(None, self._list_zones))
+
+    async def _list_zones(self) -> list[Zone]:
+        raise NotImplementedError
+
+    def _no_zone(self, fqdn: str, zones: list[Zone]) -> DnsError:
+        raise NotImplementedError
+
+    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
+        """The zone holding ``fqdn`` and the name left of it (:func:`select_zone`), else ``_no_zone``'s error."""
+        zones = await self.zones()
+        found = select_zone(fqdn, zones)
+        if found is None:
+            raise self._no_zone(fqdn, zones)
+        return found
 
 
 # --- provider ------------------------------------------------------------------------
 
 
-class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
+class AlidnsProvider(AccountZonesProvider[AlidnsConfig, str]):
     """Creates and deletes TXT records through the Alidns API.
 
     ``propagation_timeout`` is ``ALIDNS_PROPAGATION_TIMEOUT``, else
@@ -287,7 +322,6 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
         super().__init__(config, **options)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._url, self._host = endpoint_root(config.endpoint)
-        self._zones: LookupCache[None, list[Zone]] = LookupCache()
         self._min_ttls: LookupCache[str, int | None] = LookupCache()
 
     @classmethod
@@ -315,11 +349,8 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
 
     # -- zones, TTL, records --
 
-    async def zones(self) -> list[Zone]:
-        """Every domain of the account (all ``DescribeDomains`` pages), cached."""
-        return list(await self._zones.get(None, self._list_zones))
-
     async def _list_zones(self) -> list[Zone]:
+        """Every domain of the account: all ``DescribeDomains`` pages."""
         zones: list[Zone] = []
         page = 1
         while True:
@@ -331,17 +362,13 @@ class AlidnsProvider(RecordApiProvider[AlidnsConfig, str]):
                 return zones
             page += 1
 
-    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
-        zones = await self.zones()
-        found = select_zone(fqdn, zones)
-        if found is None:
-            raise AlidnsError(
-                f"no Alidns domain contains {fqdn}: it is not in this Alibaba Cloud account "
-                f"(AccessKey {self.config.access_key_id}); {_zone_list([z.name for z in zones])}",
-                action="DescribeDomains",
-                code=None,
-            )
-        return found
+    def _no_zone(self, fqdn: str, zones: list[Zone]) -> DnsError:
+        return AlidnsError(
+            f"no Alidns domain contains {fqdn}: it is not in this Alibaba Cloud account "
+            f"(AccessKey {self.config.access_key_id}); {_zone_list([z.name for z in zones])}",
+            action="DescribeDomains",
+            code=None,
+        )
 
     async def _ttl_for(self, zone: Zone) -> int:
         """The configured TTL, raised to the domain's ``MinTtl`` (looked up once per zone)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith.dns import tencentcloud_signing as signing
-from certsmith.dns.alidns import Zone, select_zone, to_ascii
+from certsmith.dns.alidns import AccountZonesProvider, Zone, to_ascii, zone_list
 from certsmith.dns.base import (
     EnvVar,
     ProviderInfo,
@@ -30,7 +30,7 @@ from certsmith.dns.base import (
     parse_int,
     read_env,
 )
-from certsmith.dns.http_api import HttpOptions, LookupCache, RecordApiProvider, Retryable, endpoint_root
+from certsmith.dns.http_api import HttpOptions, Retryable, endpoint_root
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
@@ -153,15 +153,7 @@ def describe_error(action: str, code: str, server_message: str, secret_id: str) 
     return f"{prefix}: {server_message}" if server_message else prefix
 
 
-def _zone_list(zones: list[str]) -> str:
-    if not zones:
-        return "the account has no domains in DNSPod; add the zone there first"
-    shown = ", ".join(sorted(zones)[:20])
-    more = f" and {len(zones) - 20} more" if len(zones) > 20 else ""
-    return f"the account has: {shown}{more}"
-
-
-class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]]):
+class TencentCloudProvider(AccountZonesProvider[TencentCloudConfig, tuple[str, int]]):
     """Creates and deletes TXT records through the DNSPod API 3.0.
 
     Keyword arguments tune retries (``max_attempts`` per call; back-off from
@@ -198,7 +190,6 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
         super().__init__(config, **options)
         self._clock = clock or time.time
         self._url, self._host = endpoint_root(config.endpoint)
-        self._zones: LookupCache[None, list[Zone]] = LookupCache()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -225,11 +216,8 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
 
     # -- zones and records --
 
-    async def zones(self) -> list[Zone]:
-        """Every domain of the account (all ``DescribeDomainList`` pages), cached."""
-        return list(await self._zones.get(None, self._list_zones))
-
     async def _list_zones(self) -> list[Zone]:
+        """Every domain of the account: all ``DescribeDomainList`` pages."""
         zones: list[Zone] = []
         limit = 3000
         for page in range(1000):
@@ -249,16 +237,12 @@ class TencentCloudProvider(RecordApiProvider[TencentCloudConfig, tuple[str, int]
                 break
         return zones
 
-    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
-        zones = await self.zones()
-        found = select_zone(fqdn, zones)
-        if found is None:
-            raise TencentCloudError(
-                f"no DNSPod domain contains {fqdn}: it is not in this Tencent Cloud account "
-                f"(SecretId {self.config.secret_id}); {_zone_list([z.name for z in zones])}",
-                action="DescribeDomainList",
-            )
-        return found
+    def _no_zone(self, fqdn: str, zones: list[Zone]) -> DnsError:
+        return TencentCloudError(
+            f"no DNSPod domain contains {fqdn}: it is not in this Tencent Cloud account "
+            f"(SecretId {self.config.secret_id}); {zone_list([z.name for z in zones], 'DNSPod')}",
+            action="DescribeDomainList",
+        )
 
     async def _create(self, zone: Zone, subdomain: str, value: str) -> int:
         params = {
