@@ -9,6 +9,8 @@ add fields without breaking an older one reading the same state.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
@@ -511,3 +513,20 @@ class Store(Protocol):
     def audit(self) -> list[StoreProblem]:
         """What is wrong below the records: damaged or orphaned data, leases that will not free themselves."""
         ...
+
+
+def parse_deploy_state(raw: bytes | str | None, where: str) -> dict[str, Any]:
+    """A stored deploy state: a JSON object, else (absent or damaged) empty, so targets start afresh.
+
+    A damaged one is logged with ``where`` (a path, or a lineage and store).
+    """
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        logging.getLogger("certsmith.storage").warning("ignoring the damaged deploy state %s", where)
+        return {}
+    return data

@@ -67,6 +67,7 @@ from certsmith.storage.base import (
     RenewalState,
     StoredAccount,
     StoreProblem,
+    parse_deploy_state,
     rate_refusal,
     validate_challenge_token,
     validate_lineage_name,
@@ -534,17 +535,7 @@ class FileStore:
     def load_deploy_state(self, name: str) -> dict[str, Any]:
         """``deploy.json``; a damaged one counts as empty (with a warning): targets then start afresh."""
         path = self.lineage_dir(name) / _DEPLOY_FILE
-        raw = self._read(path, "deploy state")
-        if raw is None:
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            log.warning("ignoring the damaged deploy state %s", path)
-            return {}
-        return data
+        return parse_deploy_state(self._read(path, "deploy state"), str(path))
 
     def save_deploy_state(self, name: str, state: Mapping[str, Any]) -> None:
         directory = self.lineage_dir(name)

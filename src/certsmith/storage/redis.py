@@ -66,6 +66,7 @@ from certsmith.storage.base import (
     RenewalState,
     StoredAccount,
     StoreProblem,
+    parse_deploy_state,
     validate_challenge_token,
     validate_lineage_name,
 )
@@ -684,16 +685,7 @@ class RedisStore:
     def load_deploy_state(self, name: str) -> dict[str, Any]:
         with self._guard(f"read the deploy state of {name!r}"):
             raw = _bytes(self._client.hget(self._lineage_key(name), "deploy"))
-        if raw is None:
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            log.warning("ignoring the damaged deploy state of %s in %s", name, self.where)
-            return {}
-        return data
+        return parse_deploy_state(raw, f"of {name} in {self.where}")
 
     def save_deploy_state(self, name: str, state: Mapping[str, Any]) -> None:
         key = self._lineage_key(name)
