@@ -463,44 +463,15 @@ class FileStore:
         new_meta = replace(meta, version=version, created_at=created_at, updated_at=now)
 
         target = archive / str(version)
-        staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-        try:
-            staging.mkdir(mode=0o700)
-            os.chmod(staging, 0o700)
-            if files.key_pem is not None:
-                atomic_write(staging / KEY_FILE, files.key_pem, 0o600)
-            atomic_write(staging / CERT_FILE, files.cert_pem, 0o644)
-            atomic_write(staging / CHAIN_FILE, files.chain_pem, 0o644)
-            atomic_write(staging / FULLCHAIN_FILE, files.fullchain_pem, 0o644)
-            meta_json = json.dumps(new_meta.to_json(), indent=2, sort_keys=True) + "\n"
-            atomic_write(staging / _META_FILE, meta_json.encode(), 0o600)
-            if os.path.lexists(target):
-                raise StorageError(
-                    f"{target} appeared while saving certificate {meta.name!r}; another process is "
-                    "saving it without holding the certificate's lock -- run one certsmith at a time"
-                )
-            os.rename(staging, target)
-            _fsync_dir(archive)
-            _fsync_dir(directory)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot save certificate {meta.name!r} in {directory}: {_strerror(exc)}; {_WRITE_HINT}"
-            ) from exc
-        finally:
-            _rmtree(staging, ignore_errors=True)
-
+        self._write_version(
+            directory, target, new_meta, files,
+            exists=f"{target} appeared while saving certificate {meta.name!r}; another process is saving it "
+            "without holding the certificate's lock -- run one certsmith at a time",
+            failure=f"cannot save certificate {meta.name!r} in {directory}",
+        )
         committed = False
         try:
-            for filename in _LINEAGE_FILES:
-                link = directory / filename
-                wanted = f"current/{filename}"
-                if filename == KEY_FILE and files.key_pem is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        link.unlink()
-                    continue
-                if not (link.is_symlink() and os.readlink(link) == wanted):
-                    _replace_symlink(link, wanted)
-            _replace_symlink(directory / "current", f"archive/{version}")  # the commit point
+            _make_current(directory, version, has_key=files.key_pem is not None)
             committed = True
             # what was learnt about the previous version no longer applies (as in Redis, which drops it)
             with contextlib.suppress(OSError):
@@ -854,6 +825,22 @@ class FileStore:
             raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: versions start at 1")
         if os.path.lexists(target):
             raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: {target} exists already")
+        self._write_version(
+            directory, target, meta, files,
+            exists=f"cannot import version {meta.version} of {meta.name!r}: {target} exists already",
+            failure=f"cannot import certificate {meta.name!r} into {directory}",
+        )
+        if current:
+            _make_current(directory, meta.version, has_key=files.key_pem is not None)
+            _fsync_dir(directory)
+
+    def _write_version(
+        self, directory: Path, target: Path, meta: LineageMeta, files: CertificateFiles, *, exists: str, failure: str
+    ) -> None:
+        """Write one version's files into a staging directory and rename it to ``target`` (all or nothing).
+
+        ``exists`` is the error when ``target`` is already there, ``failure`` what an OSError is reported as.
+        """
         staging = directory / f"{_STAGING_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         try:
             staging.mkdir(mode=0o700)
@@ -865,24 +852,15 @@ class FileStore:
             atomic_write(staging / FULLCHAIN_FILE, files.fullchain_pem, 0o644)
             meta_json = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
             atomic_write(staging / _META_FILE, meta_json.encode(), 0o600)
+            if os.path.lexists(target):
+                raise StorageError(exists)
             os.rename(staging, target)
-            _fsync_dir(archive)
+            _fsync_dir(target.parent)
+            _fsync_dir(directory)
         except OSError as exc:
-            raise StorageError(f"cannot import certificate {meta.name!r} into {directory}: {_strerror(exc)}; "
-                               f"{_WRITE_HINT}") from exc
+            raise StorageError(f"{failure}: {_strerror(exc)}; {_WRITE_HINT}") from exc
         finally:
             _rmtree(staging, ignore_errors=True)
-        if not current:
-            return
-        for filename in _LINEAGE_FILES:
-            link = directory / filename
-            if filename == KEY_FILE and files.key_pem is None:
-                with contextlib.suppress(FileNotFoundError):
-                    link.unlink()
-            elif not (link.is_symlink() and os.readlink(link) == f"current/{filename}"):
-                _replace_symlink(link, f"current/{filename}")
-        _replace_symlink(directory / "current", f"archive/{meta.version}")
-        _fsync_dir(directory)
 
     def audit(self) -> list[StoreProblem]:
         """Damaged or orphaned files and leftovers; flock(2) locks never go stale, so no lease problems."""
@@ -951,6 +929,18 @@ class FileStore:
             except ValueError as exc:
                 problems.append(StoreProblem("damaged", str(path / filename), f"unreadable ({exc})"))
         return problems
+
+
+def _make_current(directory: Path, version: int, *, has_key: bool) -> None:
+    """Point the lineage's files at ``current/`` and ``current`` at ``archive/<version>`` (the commit point)."""
+    for filename in _LINEAGE_FILES:
+        link = directory / filename
+        if filename == KEY_FILE and not has_key:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+        elif not (link.is_symlink() and os.readlink(link) == f"current/{filename}"):
+            _replace_symlink(link, f"current/{filename}")
+    _replace_symlink(directory / "current", f"archive/{version}")
 
 
 def _lock_pauses(fd: int, path: Path, what: str, wait: float) -> Iterator[float]:
