@@ -71,3 +71,17 @@ def test_issue_renew_list_show_on_redis(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == served
     assert x509.load_pem_x509_certificate(served["cert.pem"]).serial_number == second.serial_number
     shutil.rmtree(out)
+
+
+def test_the_store_url_in_the_env_file_is_used_as_a_timer_would(cli: Cli, redis_url: str, tmp_path: Path) -> None:
+    """A timer's run has CERTSMITH_STORE only in its env file: that store is used, not the local directory."""
+    env_file = tmp_path / "env"
+    env_file.write_text(f"CERTSMITH_STORE={redis_url}\nCERTSMITH_STORE_KEY={base64.b64encode(os.urandom(32)).decode()}\n")
+    env_file.chmod(0o600)
+    cli.run("--env-file", str(env_file), "account", "register", "--email", "t@example.com", "--agree-tos",
+            env=clean_env())
+    cli.run("--env-file", str(env_file), "issue", "-d", "envfile.example.com", *cli.http_args(), env=clean_env())
+    assert not cli.state_dir.exists()
+    assert redis.Redis.from_url(redis_url).exists("certsmith:lineage:envfile.example.com")
+    listed = json.loads(cli.run("--env-file", str(env_file), "--json", "list", env=clean_env()).stdout)
+    assert [row["name"] for row in listed["certificates"]] == ["envfile.example.com"]

@@ -67,9 +67,14 @@ class Context:
         return FileStore.default_root()
 
     def store(self) -> Store:
-        """The file store of --state-dir, or the shared store of --store (redis://...)."""
+        """The file store of --state-dir, or the shared store of --store or CERTSMITH_STORE (redis://...).
+
+        CERTSMITH_STORE is read from the env file too, as a timer's run gets it.
+        """
         from certsmith.storage import open_store
 
+        if not self.store_url:
+            self.store_url = self.environment().get("CERTSMITH_STORE") or None
         if not self.store_url:
             if self.store_ca_bundle or self.store_insecure_keys:
                 from certsmith.errors import ConfigError

@@ -119,7 +119,7 @@ def schedule_install(
         use_cron = cron or cron_file is not None
         if use_cron and (unit_dir is not None or on_calendar is not None):
             raise ConfigError("--unit-dir and --on-calendar are for systemd timers; leave them out with --cron")
-        chosen_env_file = env_file or _global_env_file()
+        chosen_env_file = env_file or _global_env_file() or default_env_file()
         variables = load_env_file(chosen_env_file) if chosen_env_file is not None else {}
         shared = bool(variables.get("CERTSMITH_STORE"))
         if ctx.store_url and not shared:

@@ -205,9 +205,14 @@ def build_request(
     action: str,
     params: Mapping[str, str],
     now: datetime,
+    in_body: bool = False,
 ) -> httpx.Request:
-    """A freshly signed POST of ``action`` (a new nonce every time): V3 with the parameters in the
-    query, or V1 with them in a form body."""
+    """A freshly signed POST of ``action`` (a new nonce every time).
+
+    V1 sends the parameters in a form body; V3 in the query, or in a form body with
+    ``in_body`` (the deploy targets: a private key being uploaded must never be part of a
+    URL, which HTTP libraries log).
+    """
     nonce = uuid.uuid4().hex
     if signature_version == 1:
         fields = signing.v1_common_params(
@@ -221,19 +226,24 @@ def build_request(
             content=signing.canonical_query(fields).encode("ascii"),
             headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
         )
+    body = signing.canonical_query(params).encode("ascii") if in_body else b""
     headers = signing.sign_v3(
         method="POST",
         host=host,
         action=action,
-        query=params,
+        query={} if in_body else params,
         access_key_id=credentials.access_key_id,
         secret=credentials.access_key_secret,
         nonce=nonce,
         moment=now,
         security_token=credentials.security_token,
         version=version,
+        body=body,
     )
     headers["accept"] = "application/json"
+    if in_body:
+        headers["content-type"] = "application/x-www-form-urlencoded"
+        return http.build_request("POST", url, content=body, headers=headers)
     query = signing.canonical_query(params)
     return http.build_request("POST", url + ("?" + query if query else ""), headers=headers)
 
@@ -276,7 +286,7 @@ def describe_error(
     for ``SignatureDoesNotMatch`` (it echoes the string to sign, security token included).
     """
     prefix = f"{product.name} {action} failed ({code})"
-    if code == "SignatureDoesNotMatch":
+    if code in ("SignatureDoesNotMatch", "IncompleteSignature"):
         return (
             f"{prefix}: the request signature does not match; the AccessKey secret is not the one "
             f"of AccessKey ID {access_key_id}. Check ALIBABA_CLOUD_ACCESS_KEY_SECRET (or its _FILE) "
@@ -316,6 +326,8 @@ def describe_error(
         )
     if code in RETRYABLE_CODES:
         return f"{prefix}: Alibaba Cloud kept throttling the requests; retry later or lower the concurrency"
+    if "string to sign" in server_message.lower():
+        server_message = ""  # it echoes the signed parameters: a private key being uploaded, the STS token
     detail = f": {clean(server_message, 300)}" if server_message else ""
     return f"{prefix}{detail}"
 
@@ -372,7 +384,7 @@ class RpcClient:
             return build_request(
                 self._http, url=self._url, host=self._host, credentials=settings.credentials,
                 version=product.version, signature_version=settings.signature_version,
-                action=action, params=fields, now=self._clock(),
+                action=action, params=fields, now=self._clock(), in_body=True,
             )
 
         def unreachable(exc: httpx.TransportError) -> AliCloudError:
