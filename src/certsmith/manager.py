@@ -693,7 +693,7 @@ class Manager:
                 name, request, _ = todo[index]
                 try:
                     results[index] = await self.issue(request, force=force, seen_version=versions.get(name))
-                except CertsmithError as exc:
+                except Exception as exc:  # kept as the lineage's result; the others go on (renew re-raises bugs)
                     results[index] = exc
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.renew_concurrency, len(todo))))))
@@ -827,8 +827,9 @@ class Manager:
                 if meta is None:
                     raise ConfigError(f"no certificate named {name!r}")
                 specs = tuple(deploy) or CertificateRequest.from_lineage(meta).deploy
-            except StorageError as exc:
-                outcomes.append(SyncOutcome(name, 0, "", False, "damaged", error=str(exc)))
+            except CertsmithError as exc:
+                reason = "damaged" if isinstance(exc, StorageError) else "unusable"
+                outcomes.append(SyncOutcome(name, 0, "", False, reason, error=str(exc)))
                 continue
             if not specs:
                 outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "no deploy targets"))
@@ -838,7 +839,11 @@ class Manager:
                 outcomes.append(SyncOutcome(name, meta.version, meta.serial, False,
                                             f"version {meta.version} already delivered here"))
                 continue
-            results = await run_targets(self.store, specs, meta, self.env, location=self.store.location(name))
+            try:
+                results = await run_targets(self.store, specs, meta, self.env, location=self.store.location(name))
+            except CertsmithError as exc:  # one lineage's failure must not end the others' delivery
+                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "deploy failed", error=str(exc)))
+                continue
             for result in results:
                 what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
                 self.event("deploy", f"{name}: {result.target}: {what}")

@@ -173,6 +173,7 @@ def check_store(store: Store) -> list[StoreProblem]:
         try:
             store.load_meta(name)
         except StorageError as exc:
-            if not any(name in where for where in seen):
+            location = store.location(name)
+            if not any(where == location or where.startswith((location + "/", location + ":")) for where in seen):
                 problems.append(StoreProblem("damaged", f"certificate {name}", str(exc)))
     return problems

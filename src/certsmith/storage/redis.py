@@ -54,8 +54,9 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from certsmith._redact import add_secret
 from certsmith._time import format_time, utc_now
 from certsmith.errors import ConfigError, LeaseLostError, LockedError, StorageError, StoreKeyMissing
 from certsmith.storage.base import (
@@ -163,6 +164,7 @@ def load_store_key(env: Mapping[str, str]) -> bytes | None:
     text = text.strip()
     if not text:
         return None
+    add_secret(text)
     try:
         key = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
@@ -314,17 +316,20 @@ class RedisStore:
         except ImportError:
             raise ConfigError("a redis:// store needs the redis package: pip install 'certsmith[redis]'") from None
 
+        password = unquote(parts.password) if parts.password else None
+        if password:
+            add_secret(password)
         tls: dict[str, Any] = {}
         if parts.scheme == "rediss":
-            tls = {"ssl": True, "ssl_cert_reqs": "required"}
+            tls = {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
             if ca_bundle is not None:
                 tls["ssl_ca_certs"] = ca_bundle
         client = redis.Redis(
             host=parts.hostname,
             port=port,
             db=int(db_text),
-            username=parts.username or None,
-            password=parts.password or None,
+            username=unquote(parts.username) if parts.username else None,
+            password=password,
             socket_timeout=10,
             socket_connect_timeout=5,
             **tls,
