@@ -122,3 +122,17 @@ def test_ram_forbidden_and_wrong_secret_explain_in_one_line(registered_cli: Cli,
     fixed = json.loads(cli.run("--json", "deploy", "casbad.example.com", env=cas_env(cas)).stdout)
     assert len(fixed["deploy"][0]["changed"]) == 1 and fixed["deploy"][0]["changed"][0].startswith("deleted")
     assert len(cas.certificates()) == 1 and cas.certificates()[0].leaf() == stored_leaf(cli, "casbad.example.com")
+
+
+def test_a_damaged_deploy_state_is_started_afresh_without_a_traceback(registered_cli: Cli, cas: CasEmulator) -> None:
+    cli = registered_cli
+    env = cas_env(cas)
+    cli.run("issue", "-d", "damaged-state.example.com", "--deploy", "alicloud-cas", *cli.http_args(), env=env)
+    path = cli.state_dir / "certificates" / "damaged-state.example.com" / "deploy.json"
+    state = json.loads(path.read_text())
+    [key] = state
+    state[key]["previous"] = 5  # someone's edit: not a list
+    path.write_text(json.dumps(state))
+    result = cli.run("--json", "renew", "damaged-state.example.com", "--force", env=env, check=False)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["results"][0]["renewed"] is True

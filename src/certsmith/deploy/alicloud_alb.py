@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from certsmith.deploy.alicloud_slb import target_env
-from certsmith.deploy.base import BaseTarget, DeployContext, DeployOutcome, TargetInfo, TargetOption, parse_seconds
+from certsmith.deploy.base import (
+    BaseTarget,
+    DeployContext,
+    DeployOutcome,
+    TargetInfo,
+    TargetOption,
+    parse_seconds,
+    stored_list,
+)
 from certsmith.dns.alicloud_rpc import AliCloudError, ApiSettings, Product
 from certsmith.errors import ConfigError, DeployError
 
@@ -137,7 +145,7 @@ class AlbTarget(BaseTarget):
                 return DeployOutcome(changed=[f"set default certificate {cert_id} on listener {listener_id}"])
 
             associated = await self._additional(client)
-            previous = [str(p) for p in state.get("previous", []) if str(p) != cert_id]
+            previous = [str(p) for p in stored_list(state.get("previous")) if str(p) != cert_id]
             ours = state.get("certificate_id")
             if ours and ours != cert_id and ours not in previous:
                 previous.append(str(ours))
@@ -151,7 +159,7 @@ class AlbTarget(BaseTarget):
 
     async def retire(self, context: DeployContext) -> list[str]:
         """``mode=additional``: dissociate the certificates this target associated before."""
-        previous = [str(p) for p in context.state.get("previous", [])]
+        previous = [str(p) for p in stored_list(context.state.get("previous"))]
         if self.config.mode != "additional" or not previous:
             return []
         done: list[str] = []

@@ -28,6 +28,7 @@ from certsmith.deploy.base import (
     EnvVar,
     TargetInfo,
     TargetOption,
+    stored_list,
 )
 from certsmith.dns import base as dns_base
 from certsmith.dns.alicloud_rpc import (
@@ -233,7 +234,8 @@ class AliCloudCasTarget(BaseTarget):
             except AliCloudError as exc:
                 raise _fail(exc) from None
         old = _as_int(state.get("cert_id"))
-        previous = [i for i in (_as_int(p) for p in state.get("previous", [])) if i is not None and i != cert_id]
+        stored = (_as_int(p) for p in stored_list(state.get("previous")))
+        previous = [i for i in stored if i is not None and i != cert_id]
         if old is not None and old != cert_id and old not in previous:
             previous.append(old)
         state.clear()
@@ -285,7 +287,7 @@ class AliCloudCasTarget(BaseTarget):
     async def retire(self, context: DeployContext) -> list[str]:
         """Delete the uploads of earlier versions; one still in use stays listed, to be retried next run."""
         current = _as_int(context.state.get("cert_id"))
-        previous = [i for i in (_as_int(p) for p in context.state.get("previous", [])) if i is not None]
+        previous = [i for i in (_as_int(p) for p in stored_list(context.state.get("previous"))) if i is not None]
         if not previous:
             return []
         done: list[str] = []

@@ -31,7 +31,7 @@ from certsmith.deploy.alicloud_cas import (
     deploy_env,
     normalise_serial,
 )
-from certsmith.deploy.base import BaseTarget, DeployContext, DeployOutcome, TargetInfo, TargetOption
+from certsmith.deploy.base import BaseTarget, DeployContext, DeployOutcome, TargetInfo, TargetOption, stored_list
 from certsmith.dns.alicloud_rpc import AliCloudError, ApiSettings, Product, RpcClient
 from certsmith.errors import ConfigError, DeployError
 
@@ -160,8 +160,10 @@ class _CdnTarget(BaseTarget):
                 "for your own CSR; add --deploy alicloud-cas with the key uploaded there, or issue with certsmith's key"
             )
         name = cas["name"] if cas else certificate_name(context.lineage, context.serial)
-        domains_state: dict[str, Any] = context.state.setdefault("domains", {})
-        previous: list[int] = [p for p in context.state.get("previous_uploads", []) if isinstance(p, int)]
+        if not isinstance(context.state.get("domains"), dict):
+            context.state["domains"] = {}  # damaged: start afresh
+        domains_state: dict[str, Any] = context.state["domains"]
+        previous: list[int] = [p for p in stored_list(context.state.get("previous_uploads")) if isinstance(p, int)]
         outcome = DeployOutcome()
         async with RpcClient(self.config.settings) as client:
             for domain in self.config.domains:
@@ -192,7 +194,10 @@ class _CdnTarget(BaseTarget):
     async def _current(self, client: RpcClient, domain: str) -> dict[str, Any] | None:
         body = await client.call(self.config.api.describe_action, {"DomainName": domain})
         infos = _cert_infos(body)
-        return next((i for i in infos if str(i.get("DomainName", "")).lower() == domain), infos[0] if infos else None)
+        mine = next((i for i in infos if str(i.get("DomainName", "")).lower() == domain), None)
+        if mine is None and len(infos) == 1 and not infos[0].get("DomainName"):
+            mine = infos[0]  # an answer that does not name the domain it was asked for; never another domain's
+        return mine
 
     def _matches(
         self, current: dict[str, Any] | None, context: DeployContext, cas: dict[str, Any] | None, name: str
@@ -243,7 +248,7 @@ class _CdnTarget(BaseTarget):
 
     async def retire(self, context: DeployContext) -> list[str]:
         """Delete the direct uploads the new certificate replaced (through CAS); refusals are reported, not fatal."""
-        previous = [p for p in context.state.get("previous_uploads", []) if isinstance(p, int)]
+        previous = [p for p in stored_list(context.state.get("previous_uploads")) if isinstance(p, int)]
         if not previous:
             return []
         done: list[str] = []

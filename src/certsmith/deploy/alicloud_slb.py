@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from certsmith.deploy import base
-from certsmith.deploy.base import BaseTarget, DeployContext, DeployOutcome, TargetInfo, TargetOption
+from certsmith.deploy.base import BaseTarget, DeployContext, DeployOutcome, TargetInfo, TargetOption, stored_list
 from certsmith.dns.alicloud_rpc import CREDENTIAL_ENV, REGION_ENV, SIGNATURE_ENV, AliCloudError, ApiSettings, Product
 from certsmith.errors import ConfigError, DeployError
 
@@ -198,7 +198,7 @@ class SlbTarget(BaseTarget):
                 cert_id = await self._upload(client, context)
                 changed.append(f"uploaded server certificate {cert_id}")
             # Remember the upload before using it: a failure below must not lose it.
-            previous = [str(p) for p in state.get("previous", []) if str(p) != cert_id]
+            previous = [str(p) for p in stored_list(state.get("previous")) if str(p) != cert_id]
             ours = state.get("server_certificate_id")
             if ours and ours != cert_id and ours not in previous:
                 previous.append(str(ours))
@@ -254,7 +254,7 @@ class SlbTarget(BaseTarget):
         return str(cert_id)
 
     async def retire(self, context: DeployContext) -> list[str]:
-        previous = [str(p) for p in context.state.get("previous", [])]
+        previous = [str(p) for p in stored_list(context.state.get("previous"))]
         if not previous:
             return []
         done: list[str] = []

@@ -422,6 +422,11 @@ def parse_seconds(name: str, text: str) -> float:
     return seconds
 
 
+def stored_list(value: Any) -> list[Any]:
+    """A list kept in a target's stored state, or empty when the state is damaged (not a list)."""
+    return list(value) if isinstance(value, list) else []
+
+
 # -- the registry -------------------------------------------------------------------------
 
 _BUILTINS: dict[str, str] = {
@@ -492,4 +497,4 @@ def failure_text(spec: DeploySpec, exc: BaseException) -> str:
     return f"deploy target {spec.target} failed: {cause}"
 
 
-__all__ += ["DeployError", "builtin_targets", "check_requirements", "failure_text", "ordered"]
+__all__ += ["DeployError", "builtin_targets", "check_requirements", "failure_text", "ordered", "stored_list"]
