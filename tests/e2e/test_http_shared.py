@@ -79,11 +79,14 @@ def test_without_serve_challenges_the_ca_cannot_validate(cli: Cli, redis_url: st
     """The published answer alone does not reach the CA: proof that serve-challenges answered above."""
     env = clean_env(CERTSMITH_STORE=redis_url)
     cli.run("--store-insecure-keys", "account", "register", "--email", "t@example.com", "--agree-tos", env=env)
+    mark = cli.pebble.log_mark()
     failed = cli.run(
         "--store-insecure-keys", "issue", "-d", "unserved.example.com", "--challenge", "http-01",
         "--http-port", str(free_port()), "--http-address", LOOPBACK, "--http-shared", env=env, check=False,
     )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert len(cli.pebble.orders_created(mark)) == 1, "the order reached the CA"
+    assert "validation failed for unserved.example.com" in failed.stderr, failed.stderr
     client = redis.Redis.from_url(redis_url)
     assert list(client.scan_iter(match="certsmith:challenge:*")) == []
     assert client.hlen("certsmith:journal") == 0

@@ -46,7 +46,6 @@ def test_twenty_orders_with_a_limit_of_five(pebble: PebbleServer, redis_url: str
     assert "new orders per account is limited to 5 per 6s" in message
     assert "a token frees up in" in message and "nothing was sent to the CA" in message
     assert deferred[0].limit == "new-orders" and 0 < deferred[0].wait <= WINDOW
-    assert "rateLimited" not in pebble.log_text(mark)  # none refused by the CA
     assert all(isinstance(r, IssueResult) for r in later), later
     assert len(sent) == 10  # 5, then 5 more once the window had passed
 
