@@ -124,6 +124,12 @@ def test_insecure_keys_are_stored_plain_when_asked(redis_url: str, pairs: tuple[
     insecure.save_account(account(pairs[0]))
     assert any(b"PRIVATE KEY" in v for v in raw_values(redis_url).values())
     assert insecure.load_account(DIRECTORY) == account(pairs[0])
+    # With a store key, a plain key (planted, or written before the key existed) is not taken silently.
+    keyed = RedisStore.from_url(redis_url, store_key=KEY)
+    with pytest.raises(StorageError, match="not encrypted although a store key is set; allow unencrypted keys"):
+        keyed.load_account(DIRECTORY)
+    both = RedisStore.from_url(redis_url, store_key=KEY, insecure_keys=True)
+    assert both.load_account(DIRECTORY) == account(pairs[0])
 
 
 def test_a_sealed_key_cannot_be_read_without_or_with_a_wrong_key(

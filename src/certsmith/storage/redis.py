@@ -484,6 +484,13 @@ class RedisStore:
         from cryptography.exceptions import InvalidTag
 
         if value.startswith(_PLAIN):
+            if self._store_key is not None and not self.insecure_keys:
+                # with a store key every key is sealed and bound to its place: a plain one was planted or
+                # written before the key existed; only --store-insecure-keys accepts it
+                raise StorageError(
+                    f"{what} in {self.where} is not encrypted although a store key is set; allow "
+                    "unencrypted keys (insecure_keys) to read it, then save it again to seal it, or restore it"
+                )
             return value[len(_PLAIN):]
         if not value.startswith(_SEALED):
             raise StorageError(f"{what} in {self.where} is damaged (neither sealed nor plain); restore it")
