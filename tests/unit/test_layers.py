@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "_redact": 1,
     "_atomic": 0,
     "_http": 0,
+    "_http11": 0,
     "_plugins": 0,
     "_text": 0,
     "errors": 0,

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certsmith._http import json_object
 from certsmith._http import parse_retry_after as parse_retry_after  # re-exported: part of the client API
+from certsmith._http11 import Http11Transport
 from certsmith._redact import add_secret
 from certsmith._text import clean
 from certsmith._version import __version__
@@ -262,12 +263,16 @@ class AcmeClient:
         self.account_url = account_url
         self.ca_bundle = str(ca_bundle) if ca_bundle is not None and http is None else None
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            verify=_ssl_context(self.ca_bundle),
-            timeout=timeout,
-            headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
-            follow_redirects=False,
-        )
+        if http is None:
+            context = _ssl_context(self.ca_bundle)
+            http = httpx.AsyncClient(
+                verify=context,  # for the proxy transports httpx builds from the environment
+                transport=Http11Transport(context),
+                timeout=timeout,
+                headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
+                follow_redirects=False,
+            )
+        self._http = http
         self._directory: Directory | None = None
         self._directory_lock = asyncio.Lock()
         self._directory_cache = directory_cache

@@ -214,7 +214,10 @@ class HttpApiProvider(ApiProvider[C]):
         )
         super().__init__(config, retry=retry)
         timeout = options.get("timeout", self._default_timeout())
-        self._http = httpx.AsyncClient(timeout=timeout, transport=options.get("transport"))
+        from certsmith._http11 import Http11Transport
+
+        transport = options.get("transport") or Http11Transport(httpx.create_ssl_context())
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     def _default_timeout(self) -> float:
         """Seconds one request may take unless ``timeout`` is given (a provider may read its config)."""
