@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from certsmith.deploy.hook import run_deploy_hook
 from certsmith.errors import CertsmithError, ConfigError, LockedError, StorageError
 from certsmith.jose import PrivateKey, key_authorization
 from certsmith.leftovers import StoreJournal, clean_leftovers
+from certsmith.outcomes import IssueResult, RenewOutcome, SyncOutcome
 from certsmith.policy import (
     Decision,
     ari_check_due,
@@ -70,65 +71,11 @@ if TYPE_CHECKING:
     from certsmith.deploy.base import DeploySpec
     from certsmith.deploy.runner import TargetResult
 
+__all__ = ["IssueResult", "Manager", "RenewOutcome", "SyncOutcome"]
+
 log = logging.getLogger("certsmith")
 
 Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True)
-class IssueResult:
-    """What ``issue`` did for one lineage: ``issued`` is false when a valid certificate was kept."""
-
-    name: str
-    location: str
-    names: tuple[str, ...]
-    not_after: str
-    issuer: str
-    serial: str
-    issued: bool = True
-    reason: str = ""
-    deploy_error: str | None = None  # the failed deploy targets' and the deploy hook's errors, in one line
-    deployed: tuple[TargetResult, ...] = ()
-
-    @property
-    def directory(self) -> Path:
-        """The lineage's directory, for the file store."""
-        return Path(self.location)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["directory"] = self.location
-        data["names"] = list(self.names)
-        del data["deployed"]
-        data["deploy"] = [target.to_json() for target in self.deployed]
-        return data
-
-
-@dataclass(frozen=True)
-class RenewOutcome:
-    """What ``renew`` did for one lineage."""
-
-    name: str
-    renewed: bool
-    reason: str
-    error: str | None = None
-    result: IssueResult | None = None
-    #: Why the rate limiter deferred this renewal (not a failure: the next run retries), and when it may.
-    deferred: str | None = None
-    retry_at: str = ""
-    #: What failed, for a caller that turns it into advice (the CLI); not part of the JSON.
-    exception: BaseException | None = field(default=None, compare=False, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "renewed": self.renewed, "reason": self.reason}
-        if self.error is not None:
-            data["error"] = self.error
-        if self.deferred is not None:
-            data["deferred"] = self.deferred
-            data["retry_at"] = self.retry_at
-        if self.result is not None:
-            data.update(self.result.to_json())
-        return data
 
 
 class Manager:
@@ -855,27 +802,6 @@ class Manager:
                                         f"version {meta.version} delivered" if error is None else "deploy failed",
                                         error=error, deployed=tuple(results)))
         return outcomes
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    """What ``sync`` did for one lineage on this host: ``delivered`` when its targets ran and all succeeded."""
-
-    name: str
-    version: int
-    serial: str
-    delivered: bool
-    reason: str
-    error: str | None = None
-    deployed: tuple[TargetResult, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "version": self.version, "serial": self.serial,
-                                "delivered": self.delivered, "reason": self.reason,
-                                "deploy": [target.to_json() for target in self.deployed]}
-        if self.error is not None:
-            data["error"] = self.error
-        return data
 
 
 def _replaceable(previous: LineageMeta | None, directory_url: str, identifiers: Sequence[Identifier]) -> str:

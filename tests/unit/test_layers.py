@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "deploy": 4,
     "policy": 5,
     "settings": 5,
+    "outcomes": 5,
     "accounts": 5,
     "storetools": 4,
     "solvers": 6,
