@@ -41,13 +41,16 @@ LAYERS: dict[str, int] = {
     "storetools": 4,
     "solvers": 6,
     "leftovers": 6,
-    "manager": 7,
+    "ordering": 7,
+    "delivery": 7,
     "persist": 7,
-    "api": 8,
-    "testing": 8,
-    "__init__": 9,
-    "cli": 10,
-    "__main__": 11,
+    "renewal": 8,
+    "manager": 9,
+    "api": 10,
+    "testing": 10,
+    "__init__": 11,
+    "cli": 12,
+    "__main__": 13,
 }
 
 
