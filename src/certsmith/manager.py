@@ -37,7 +37,7 @@ from certsmith.crypto import (
     parse_identifiers,
     private_key_pem,
 )
-from certsmith.deploy.hook import run_deploy_hook
+from certsmith.delivery import Delivery
 from certsmith.errors import CertsmithError, ConfigError, LockedError, StorageError
 from certsmith.jose import PrivateKey
 from certsmith.leftovers import StoreJournal, clean_leftovers
@@ -93,6 +93,7 @@ class Manager:
         self.accounts.trust(directory_url, self.ca_bundle)
         self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings), board=store)
         self.orders = OrderFlow(self.solvers, self.limiter, store, clock, self.event)
+        self.delivery = Delivery(store, self.env, clock, self.event)
         self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:
@@ -157,7 +158,7 @@ class Manager:
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
         if request.challenge.dns_provider and not request.challenge.dns_env:
             request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
-        self._check_deploy(request)
+        self.delivery.check(request)
         await (await self.solvers.get(request.challenge)).prepare()
         if not (request.profile or request.preferred_profile):
             return request
@@ -236,13 +237,7 @@ class Manager:
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
-        deployed = await self._deploy_targets(request, meta, location)
-        target_errors = _deploy_failures(deployed)
-        errors = [target_errors] if target_errors else []
-        if request.deploy_hook:
-            self.event("deploy", f"{name}: running deploy hook")
-            hook_error = await run_deploy_hook(request.deploy_hook, meta, location, self.env)
-            errors += [hook_error] if hook_error else []
+        deployed, deploy_error = await self.delivery.after_issue(request, meta, location)
         return IssueResult(
             name=name,
             location=location,
@@ -250,52 +245,9 @@ class Manager:
             not_after=meta.not_after,
             issuer=meta.issuer,
             serial=meta.serial,
-            deploy_error="; ".join(errors) or None,
+            deploy_error=deploy_error,
             deployed=tuple(deployed),
         )
-
-    # -- deploy targets --------------------------------------------------------------
-    # (certsmith.deploy is imported only when a request has targets: an issue without
-    # --deploy does not load it; tests/unit/test_lazy_imports.py)
-
-    def _check_deploy(self, request: CertificateRequest) -> None:
-        """Load every deploy target of ``request`` (options, environment): ConfigError before anything is sent."""
-        if not request.deploy:
-            return
-        from certsmith.deploy.base import check_requirements, load_target
-
-        for spec in request.deploy:
-            load_target(spec, self.env)
-        check_requirements(request.deploy)
-        if request.csr_der is not None:
-            for spec in request.deploy:
-                if spec.target == "files" and {"key", "pkcs12"} & set(spec.option_map()):
-                    raise ConfigError("a certificate for your own CSR has no private key certsmith could copy; "
-                                      "drop key= and pkcs12= from the files deploy target")
-
-    async def _deploy_targets(
-        self, request: CertificateRequest, meta: LineageMeta, location: str
-    ) -> list[TargetResult]:
-        if not request.deploy:
-            return []
-        from certsmith.deploy.runner import run_targets  # the deploy machinery, only for a lineage with targets
-
-        results = await run_targets(self.store, request.deploy, meta, self.env, location=location)
-        for result in results:
-            what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
-            self.event("deploy", f"{meta.name}: {result.target}: {what}")
-        return results
-
-    async def deploy(self, name: str) -> tuple[LineageMeta, list[TargetResult]]:
-        """Run lineage ``name``'s deploy targets again for its current certificate (under its lock)."""
-        async with self.store.alock(name, wait=self.lock_wait):
-            meta = self.store.load_meta(name)
-            if meta is None:
-                raise ConfigError(f"no certificate named {name!r}")
-            request = CertificateRequest.from_lineage(meta)
-            if not request.deploy:
-                raise ConfigError(f"{name!r} has no deploy targets; give them with issue --deploy TARGET[:OPTIONS]")
-            return meta, await self._deploy_targets(request, meta, self.store.location(name))
 
     def _keep_reason(
         self, previous: LineageMeta, request: CertificateRequest, identifiers: Sequence[Identifier], directory_url: str
@@ -589,70 +541,17 @@ class Manager:
         self.event("deleted", f"{name}: deleted {location}")
         return {"name": name, "deleted": True, "revoked": revoked is not None}
 
+    # -- delivery (certsmith.delivery) ---------------------------------------------------
 
-    # -- sync: every host serves what one host ordered -------------------------------
+    async def deploy(self, name: str) -> tuple[LineageMeta, list[TargetResult]]:
+        """Run lineage ``name``'s deploy targets again for its current certificate (under its lock)."""
+        return await self.delivery.redeploy(name, lock_wait=self.lock_wait)
 
     async def sync(
         self, names: Sequence[str] = (), *, local_state: Path, deploy: Sequence[DeploySpec] = ()
     ) -> list[SyncOutcome]:
         """Deliver each lineage's current certificate (all, or ``names``) to this host's targets.
 
-        The targets are ``deploy`` when given (this host's own), else the lineage's stored
-        ones. A lineage is delivered only when this host's delivery log (under
-        ``local_state``, see :mod:`certsmith.deploy.delivered`) does not show its current
-        version through the same targets; a lineage whose targets all succeeded is noted
-        there, so a second sync changes nothing. No lock is taken: a version is read whole.
+        See :meth:`certsmith.delivery.Delivery.sync`.
         """
-        from certsmith.deploy.base import load_target
-        from certsmith.deploy.delivered import DeliveryLog
-        from certsmith.deploy.runner import run_targets
-
-        for spec in deploy:
-            load_target(spec, self.env)
-        ledger = DeliveryLog(local_state)
-        entries = ledger.load()
-        selected = list(names) or self.store.lineage_names()
-        outcomes: list[SyncOutcome] = []
-        for name in selected:
-            try:
-                meta = self.store.load_meta(name)
-                if meta is None:
-                    raise ConfigError(f"no certificate named {name!r}")
-                specs = tuple(deploy) or CertificateRequest.from_lineage(meta).deploy
-            except CertsmithError as exc:
-                reason = "damaged" if isinstance(exc, StorageError) else "unusable"
-                outcomes.append(SyncOutcome(name, 0, "", False, reason, error=str(exc)))
-                continue
-            if not specs:
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "no deploy targets"))
-                continue
-            wanted = DeliveryLog.entry(meta.version, meta.serial, specs)
-            if ledger.delivered(entries, name, wanted):
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False,
-                                            f"version {meta.version} already delivered here"))
-                continue
-            try:
-                results = await run_targets(self.store, specs, meta, self.env, location=self.store.location(name))
-            except CertsmithError as exc:  # one lineage's failure must not end the others' delivery
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "deploy failed", error=str(exc)))
-                continue
-            for result in results:
-                what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
-                self.event("deploy", f"{name}: {result.target}: {what}")
-            error = _deploy_failures(results)
-            if error is None:
-                entries[name] = {**wanted, "at": format_time(self.clock())}
-                ledger.save(entries)
-            outcomes.append(SyncOutcome(name, meta.version, meta.serial, error is None,
-                                        f"version {meta.version} delivered" if error is None else "deploy failed",
-                                        error=error, deployed=tuple(results)))
-        return outcomes
-
-
-def _deploy_failures(results: Sequence[TargetResult]) -> str | None:
-    """The failed deploy targets' errors in one line, or ``None``."""
-    if not results:
-        return None
-    from certsmith.deploy.runner import failures
-
-    return failures(results)
+        return await self.delivery.sync(names, local_state=local_state, deploy=deploy)
