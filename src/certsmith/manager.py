@@ -1,12 +1,16 @@
-"""Issue, renew and revoke certificates: the orchestration.
+"""Issue, renew and revoke certificates: the orchestrating facade.
 
-The :class:`Manager` plans an order, solves every authorization of it concurrently
-through one challenge solver (so dns-01 waits for propagation once), finalizes,
-stores the result atomically under a per-lineage lock and runs the deploy hook.
-It asks :mod:`certsmith.policy` whether a lineage is due and never decides that
-itself. Each lineage is renewed at the CA that issued it; many certificates can be
-issued at once from one manager, sharing one ACME client per CA and one solver per
-challenge setting.
+The :class:`Manager` holds one store with its accounts, challenge solvers, shared rate
+limiter and clock, and ties the parts together. To issue, it checks the request
+(preflight), takes the lineage's lock, keeps a certificate that is still good, makes the
+key and CSR, has :mod:`certsmith.ordering` run the ACME order (every authorization solved
+at once through one solver, so dns-01 waits for propagation once), stores the result
+atomically and has :mod:`certsmith.delivery` run the deploy targets and hook. A renew run
+is :mod:`certsmith.renewal`; revoke and delete are here. It asks :mod:`certsmith.policy`
+whether a lineage is due and never decides that itself. Each lineage is renewed at the CA
+that issued it; many certificates can be issued at once from one manager, sharing one
+ACME client per CA and one solver per challenge setting. The result records live in
+:mod:`certsmith.outcomes` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certsmith import renewal
 from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import Clock, format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
@@ -38,13 +43,13 @@ from certsmith.crypto import (
     private_key_pem,
 )
 from certsmith.delivery import Delivery
-from certsmith.errors import CertsmithError, ConfigError, LockedError, StorageError
+from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.jose import PrivateKey
 from certsmith.leftovers import StoreJournal, clean_leftovers
 from certsmith.ordering import OrderFlow, replaceable_cert_id
 from certsmith.outcomes import IssueResult, RenewOutcome, SyncOutcome
-from certsmith.policy import Decision, ari_check_due, renewal_decision, state_after_ari_error, state_from_ari
-from certsmith.ratelimit import Limit, RateLimited, RateLimiter
+from certsmith.policy import Decision, renewal_decision
+from certsmith.ratelimit import Limit, RateLimiter
 from certsmith.settings import CertificateRequest, lineage_name_for
 from certsmith.solvers import SolverPool
 from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, Store, validate_lineage_name
@@ -131,7 +136,7 @@ class Manager:
         identifiers = self.identifiers_for(request)
         return validate_lineage_name(request.lineage or lineage_name_for([i.value for i in identifiers]))
 
-    def _ca_of(self, request: CertificateRequest) -> tuple[str, str | None]:
+    def ca_of(self, request: CertificateRequest) -> tuple[str, str | None]:
         """The CA a request goes to: its own (a lineage's) or the manager's, with its TLS roots."""
         url = request.directory_url or self.directory_url
         bundle = request.ca_bundle or (self.ca_bundle if url == self.directory_url else None)
@@ -154,7 +159,7 @@ class Manager:
         from ``preferred_profile`` when the CA offers it.
         """
         self.identifiers_for(request)
-        directory_url, ca_bundle = self._ca_of(request)
+        directory_url, ca_bundle = self.ca_of(request)
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
         if request.challenge.dns_provider and not request.challenge.dns_env:
             request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
@@ -359,142 +364,20 @@ class Manager:
     ) -> list[RenewOutcome]:
         """Renew due lineages (all, or ``names``) concurrently, each at the CA that issued it.
 
-        ``directory_url`` narrows the set to the lineages of one CA.
+        ``directory_url`` narrows the set to the lineages of one CA. See :func:`certsmith.renewal.renew`.
         """
-        selected = list(names) or self.store.lineage_names()
-        outcomes: dict[str, RenewOutcome] = {}
-        todo: list[tuple[str, CertificateRequest, str]] = []
-        metas: list[LineageMeta] = []
-        requests: dict[str, CertificateRequest] = {}
-        for name in selected:
-            try:
-                meta = self.store.load_meta(name)
-            except StorageError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            if meta is None:
-                raise ConfigError(f"no certificate named {name!r}")
-            if directory_url is not None and meta.directory_url != directory_url:
-                continue
-            try:
-                requests[name] = CertificateRequest.from_lineage(meta)
-            except ConfigError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            metas.append(meta)
-        await self.check_renewal_info(metas)
-        for meta in metas:
-            name = meta.name
-            request = requests[name]
-            try:
-                decision = self.decide(meta)
-            except ValueError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            if force or decision.due:
-                todo.append((name, request, "forced" if force and not decision.due else decision.reason))
-            else:
-                outcomes[name] = RenewOutcome(name, False, decision.reason)
-        # issue() re-checks under each lineage's lock: another process may have just renewed it.
-        versions = {meta.name: meta.version for meta in metas}
-        results = await self._renew_all(todo, versions, force)
-        for (name, _, reason), result in zip(todo, results, strict=True):
-            if isinstance(result, LockedError):
-                outcomes[name] = RenewOutcome(name, False, f"left to another process, which holds it ({result})")
-            elif isinstance(result, RateLimited):
-                self.event("deferred", f"{name}: {result}")
-                outcomes[name] = RenewOutcome(
-                    name, False, "deferred", deferred=str(result), retry_at=format_time(result.retry_at)
-                )
-            elif isinstance(result, CertsmithError):
-                outcomes[name] = RenewOutcome(name, False, reason, error=str(result), exception=result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                outcomes[name] = RenewOutcome(name, result.issued, reason if result.issued else result.reason,
-                                              result=result)
-        return [outcomes[name] for name in selected if name in outcomes]
+        return await renewal.renew(self, names, force=force, directory_url=directory_url)
 
     #: Lineages one renew run works on at once. Each worker takes the next due lineage
     #: whose lock is free, so several processes (hosts) sharing a store split the work.
     renew_concurrency = 32
 
-    async def _renew_all(
-        self, todo: Sequence[tuple[str, CertificateRequest, str]], versions: Mapping[str, int], force: bool
-    ) -> list[IssueResult | BaseException]:
-        """Renew ``todo`` with at most :attr:`renew_concurrency` at once, in order.
-
-        A lineage whose lock another process holds is not waited for (unless ``lock_wait``
-        says so): its ``LockedError`` is its result and the worker moves on to the next one.
-        Under the lock, ``issue`` re-reads the lineage and keeps it when its version moved
-        (renewed elsewhere meanwhile) or, without ``force``, when it is no longer due.
-        """
-        results: list[IssueResult | BaseException] = [LockedError("not attempted")] * len(todo)
-        queue = iter(range(len(todo)))
-
-        async def worker() -> None:
-            for index in queue:
-                name, request, _ = todo[index]
-                try:
-                    results[index] = await self.issue(request, force=force, seen_version=versions.get(name))
-                except Exception as exc:  # kept as the lineage's result; the others go on (renew re-raises bugs)
-                    results[index] = exc
-
-        await asyncio.gather(*(worker() for _ in range(max(1, min(self.renew_concurrency, len(todo))))))
-        return results
-
     async def check_renewal_info(self, metas: Sequence[LineageMeta]) -> None:
         """Ask each lineage's CA for its renewal window (ARI) where the time to ask again has come.
 
-        Lineages whose CA has no ARI, or whose next check lies ahead, cost no request.
-        A failed check keeps what was known, says so, and is retried after a back-off;
-        the lifetime rule decides meanwhile.
+        See :func:`certsmith.renewal.check_renewal_info`.
         """
-        now = self.clock()
-        due: list[tuple[LineageMeta, RenewalState | None]] = []
-        for meta in metas:
-            if not meta.cert_id:
-                continue
-            try:
-                state = self.store.load_state(meta.name)
-            except StorageError:
-                state = None
-            if ari_check_due(state, now):
-                due.append((meta, state))
-        if not due:
-            return
-        limit = asyncio.Semaphore(16)
-
-        async def check(meta: LineageMeta, state: RenewalState | None) -> None:
-            async with limit:
-                await self._check_one(meta, state)
-
-        await asyncio.gather(*(check(meta, state) for meta, state in due))
-
-    async def _check_one(self, meta: LineageMeta, state: RenewalState | None) -> None:
-        _, ca_bundle = self._ca_of(CertificateRequest.from_lineage(meta))
-        try:
-            client = await self.accounts.client(meta.directory_url, ca_bundle)
-            if not (await client.directory()).renewal_info:
-                return
-            info, retry_after = await client.renewal_info(meta.cert_id)
-        except CertsmithError as exc:
-            self.event("warning", f"{meta.name}: cannot get the CA's renewal window ({exc}); "
-                       "the lifetime rule decides for now")
-            self.store.save_state(meta.name, state_after_ari_error(meta.version, state, str(exc), self.clock()))
-            return
-        new_state = state_from_ari(
-            meta.version,
-            state,
-            window_start=info.window_start,
-            window_end=info.window_end,
-            explanation=info.explanation_url,
-            retry_after=retry_after,
-            now=self.clock(),
-        )
-        if info.explanation_url and info.explanation_url != (state.ari_explanation if state else ""):
-            self.event("ari", f"{meta.name}: the CA explains its renewal window at {info.explanation_url}")
-        self.store.save_state(meta.name, new_state)
+        await renewal.check_renewal_info(self, metas)
 
     async def revoke(self, name: str, *, reason: str = "unspecified") -> dict[str, Any]:
         """Revoke the current certificate of lineage ``name``."""
@@ -507,7 +390,7 @@ class Manager:
         if files is None:
             raise ConfigError(f"the certificate of {name!r} is missing from the store")
         cert_der = certificate_der(files.cert_pem)
-        _, ca_bundle = self._ca_of(CertificateRequest.from_lineage(meta))
+        _, ca_bundle = self.ca_of(CertificateRequest.from_lineage(meta))
         if self.accounts.stored(meta.directory_url) is not None:
             client = await self.accounts.client(meta.directory_url, ca_bundle)
             await client.revoke(cert_der, reason=REVOCATION_REASONS[reason])
@@ -525,7 +408,6 @@ class Manager:
         self.store.save_state(name, replace(state or RenewalState(version=meta.version), revoked_at=revoked_at))
         self.event("revoked", f"{name}: certificate {meta.serial} revoked ({reason})")
         return {"name": name, "serial": meta.serial, "reason": reason, "revoked": True}
-
 
     async def delete(self, name: str, *, revoke: bool = False, reason: str = "unspecified") -> dict[str, Any]:
         """Remove lineage ``name`` with every version, revoking its certificate first when asked.
