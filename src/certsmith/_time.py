@@ -6,7 +6,11 @@ read the clock, through :func:`utc_now`, so tests can pass a fixed moment instea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+#: What gives "now": :func:`utc_now`, or a fixed moment in tests.
+Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:

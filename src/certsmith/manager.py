@@ -1,12 +1,16 @@
-"""Issue, renew and revoke certificates: the orchestration.
+"""Issue, renew and revoke certificates: the orchestrating facade.
 
-The :class:`Manager` plans an order, solves every authorization of it concurrently
-through one challenge solver (so dns-01 waits for propagation once), finalizes,
-stores the result atomically under a per-lineage lock and runs the deploy hook.
-It asks :mod:`certsmith.policy` whether a lineage is due and never decides that
-itself. Each lineage is renewed at the CA that issued it; many certificates can be
-issued at once from one manager, sharing one ACME client per CA and one solver per
-challenge setting.
+The :class:`Manager` holds one store with its accounts, challenge solvers, shared rate
+limiter and clock, and ties the parts together. To issue, it checks the request
+(preflight), takes the lineage's lock, keeps a certificate that is still good, makes the
+key and CSR, has :mod:`certsmith.ordering` run the ACME order (every authorization solved
+at once through one solver, so dns-01 waits for propagation once), stores the result
+atomically and has :mod:`certsmith.delivery` run the deploy targets and hook. A renew run
+is :mod:`certsmith.renewal`; revoke and delete are here. It asks :mod:`certsmith.policy`
+whether a lineage is due and never decides that itself. Each lineage is renewed at the CA
+that issued it; many certificates can be issued at once from one manager, sharing one
+ACME client per CA and one solver per challenge setting. The result records live in
+:mod:`certsmith.outcomes` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,31 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certsmith import renewal
 from certsmith._constants import REVOCATION_REASONS
-from certsmith._time import format_time, parse_time, utc_now
+from certsmith._time import Clock, format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
 from certsmith.acme.client import AcmeClient, certificate_der
-from certsmith.acme.errors import (
-    AlreadyReplaced,
-    Malformed,
-    OrderNotReady,
-    ProfileNotOffered,
-    ServerInternal,
-    Unauthorized,
-    ValidationFailed,
-)
-from certsmith.acme.resources import Authorization, AuthorizationStatus, CertificateChain, Order, OrderStatus
-from certsmith.challenges.base import ChallengeJob
+from certsmith.acme.errors import ProfileNotOffered
+from certsmith.acme.resources import CertificateChain
 from certsmith.crypto import (
     Identifier,
     ari_cert_id,
-    check_issued,
     generate_key,
     issuer_common_name,
     key_type_of,
@@ -48,19 +42,15 @@ from certsmith.crypto import (
     parse_identifiers,
     private_key_pem,
 )
-from certsmith.deploy.hook import run_deploy_hook
-from certsmith.errors import CertsmithError, ConfigError, LockedError, StorageError
-from certsmith.jose import PrivateKey, key_authorization
+from certsmith.delivery import Delivery
+from certsmith.errors import CertsmithError, ConfigError, StorageError
+from certsmith.jose import PrivateKey
 from certsmith.leftovers import StoreJournal, clean_leftovers
-from certsmith.policy import (
-    Decision,
-    ari_check_due,
-    renewal_decision,
-    state_after_ari_error,
-    state_from_ari,
-)
-from certsmith.ratelimit import Limit, RateLimited, RateLimiter
-from certsmith.settings import CertificateRequest, ChallengeSettings, lineage_name_for
+from certsmith.ordering import OrderFlow, replaceable_cert_id
+from certsmith.outcomes import IssueResult, RenewOutcome, SyncOutcome
+from certsmith.policy import Decision, renewal_decision
+from certsmith.ratelimit import Limit, RateLimiter
+from certsmith.settings import CertificateRequest, lineage_name_for
 from certsmith.solvers import SolverPool
 from certsmith.storage.base import CertificateFiles, LineageMeta, RenewalState, Store, validate_lineage_name
 
@@ -70,65 +60,9 @@ if TYPE_CHECKING:
     from certsmith.deploy.base import DeploySpec
     from certsmith.deploy.runner import TargetResult
 
+__all__ = ["IssueResult", "Manager", "RenewOutcome", "SyncOutcome"]
+
 log = logging.getLogger("certsmith")
-
-Clock = Callable[[], datetime]
-
-
-@dataclass(frozen=True)
-class IssueResult:
-    """What ``issue`` did for one lineage: ``issued`` is false when a valid certificate was kept."""
-
-    name: str
-    location: str
-    names: tuple[str, ...]
-    not_after: str
-    issuer: str
-    serial: str
-    issued: bool = True
-    reason: str = ""
-    deploy_error: str | None = None  # the failed deploy targets' and the deploy hook's errors, in one line
-    deployed: tuple[TargetResult, ...] = ()
-
-    @property
-    def directory(self) -> Path:
-        """The lineage's directory, for the file store."""
-        return Path(self.location)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["directory"] = self.location
-        data["names"] = list(self.names)
-        del data["deployed"]
-        data["deploy"] = [target.to_json() for target in self.deployed]
-        return data
-
-
-@dataclass(frozen=True)
-class RenewOutcome:
-    """What ``renew`` did for one lineage."""
-
-    name: str
-    renewed: bool
-    reason: str
-    error: str | None = None
-    result: IssueResult | None = None
-    #: Why the rate limiter deferred this renewal (not a failure: the next run retries), and when it may.
-    deferred: str | None = None
-    retry_at: str = ""
-    #: What failed, for a caller that turns it into advice (the CLI); not part of the JSON.
-    exception: BaseException | None = field(default=None, compare=False, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "renewed": self.renewed, "reason": self.reason}
-        if self.error is not None:
-            data["error"] = self.error
-        if self.deferred is not None:
-            data["deferred"] = self.deferred
-            data["retry_at"] = self.retry_at
-        if self.result is not None:
-            data.update(self.result.to_json())
-        return data
 
 
 class Manager:
@@ -163,6 +97,8 @@ class Manager:
         self.accounts = Accounts(store, on_event=on_event, http=http, limiter=self.limiter)
         self.accounts.trust(directory_url, self.ca_bundle)
         self.solvers = SolverPool(self.env, journal=lambda settings: StoreJournal(store, settings), board=store)
+        self.orders = OrderFlow(self.solvers, self.limiter, store, clock, self.event)
+        self.delivery = Delivery(store, self.env, clock, self.event)
         self._warned: set[str] = set()
 
     async def __aenter__(self) -> Manager:
@@ -200,7 +136,7 @@ class Manager:
         identifiers = self.identifiers_for(request)
         return validate_lineage_name(request.lineage or lineage_name_for([i.value for i in identifiers]))
 
-    def _ca_of(self, request: CertificateRequest) -> tuple[str, str | None]:
+    def ca_of(self, request: CertificateRequest) -> tuple[str, str | None]:
         """The CA a request goes to: its own (a lineage's) or the manager's, with its TLS roots."""
         url = request.directory_url or self.directory_url
         bundle = request.ca_bundle or (self.ca_bundle if url == self.directory_url else None)
@@ -223,11 +159,11 @@ class Manager:
         from ``preferred_profile`` when the CA offers it.
         """
         self.identifiers_for(request)
-        directory_url, ca_bundle = self._ca_of(request)
+        directory_url, ca_bundle = self.ca_of(request)
         request = replace(request, directory_url=directory_url, ca_bundle=ca_bundle)
         if request.challenge.dns_provider and not request.challenge.dns_env:
             request = replace(request, challenge=replace(request.challenge, dns_env=self._public_dns_env(request)))
-        self._check_deploy(request)
+        self.delivery.check(request)
         await (await self.solvers.get(request.challenge)).prepare()
         if not (request.profile or request.preferred_profile):
             return request
@@ -300,19 +236,13 @@ class Manager:
             else:
                 key = await self._certificate_key(name, previous, request)
                 csr_der = make_csr(key, identifiers)
-            replaces = _replaceable(previous, directory_url, identifiers)
-            exempt = self._exemptions(name, previous, identifiers, replaces)
-            chain = await self._obtain(client, identifiers, csr_der, request, replaces=replaces, exempt=exempt)
+            replaces = replaceable_cert_id(previous, directory_url, identifiers)
+            exempt = self.orders.exemptions(name, previous, identifiers, replaces)
+            chain = await self.orders.obtain(client, identifiers, csr_der, request, replaces=replaces, exempt=exempt)
             meta = self._store(name, identifiers, request, directory_url, key, chain, previous)
         location = self.store.location(name)
         self.event("stored", f"{name}: certificate stored in {location}")
-        deployed = await self._deploy_targets(request, meta, location)
-        target_errors = _deploy_failures(deployed)
-        errors = [target_errors] if target_errors else []
-        if request.deploy_hook:
-            self.event("deploy", f"{name}: running deploy hook")
-            hook_error = await run_deploy_hook(request.deploy_hook, meta, location, self.env)
-            errors += [hook_error] if hook_error else []
+        deployed, deploy_error = await self.delivery.after_issue(request, meta, location)
         return IssueResult(
             name=name,
             location=location,
@@ -320,52 +250,9 @@ class Manager:
             not_after=meta.not_after,
             issuer=meta.issuer,
             serial=meta.serial,
-            deploy_error="; ".join(errors) or None,
+            deploy_error=deploy_error,
             deployed=tuple(deployed),
         )
-
-    # -- deploy targets --------------------------------------------------------------
-    # (certsmith.deploy is imported only when a request has targets: an issue without
-    # --deploy does not load it; tests/unit/test_lazy_imports.py)
-
-    def _check_deploy(self, request: CertificateRequest) -> None:
-        """Load every deploy target of ``request`` (options, environment): ConfigError before anything is sent."""
-        if not request.deploy:
-            return
-        from certsmith.deploy.base import check_requirements, load_target
-
-        for spec in request.deploy:
-            load_target(spec, self.env)
-        check_requirements(request.deploy)
-        if request.csr_der is not None:
-            for spec in request.deploy:
-                if spec.target == "files" and {"key", "pkcs12"} & set(spec.option_map()):
-                    raise ConfigError("a certificate for your own CSR has no private key certsmith could copy; "
-                                      "drop key= and pkcs12= from the files deploy target")
-
-    async def _deploy_targets(
-        self, request: CertificateRequest, meta: LineageMeta, location: str
-    ) -> list[TargetResult]:
-        if not request.deploy:
-            return []
-        from certsmith.deploy.runner import run_targets  # the deploy machinery, only for a lineage with targets
-
-        results = await run_targets(self.store, request.deploy, meta, self.env, location=location)
-        for result in results:
-            what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
-            self.event("deploy", f"{meta.name}: {result.target}: {what}")
-        return results
-
-    async def deploy(self, name: str) -> tuple[LineageMeta, list[TargetResult]]:
-        """Run lineage ``name``'s deploy targets again for its current certificate (under its lock)."""
-        async with self.store.alock(name, wait=self.lock_wait):
-            meta = self.store.load_meta(name)
-            if meta is None:
-                raise ConfigError(f"no certificate named {name!r}")
-            request = CertificateRequest.from_lineage(meta)
-            if not request.deploy:
-                raise ConfigError(f"{name!r} has no deploy targets; give them with issue --deploy TARGET[:OPTIONS]")
-            return meta, await self._deploy_targets(request, meta, self.store.location(name))
 
     def _keep_reason(
         self, previous: LineageMeta, request: CertificateRequest, identifiers: Sequence[Identifier], directory_url: str
@@ -462,144 +349,6 @@ class Manager:
             out.append(result)
         return out
 
-    async def _obtain(
-        self,
-        client: AcmeClient,
-        identifiers: Sequence[Identifier],
-        csr_der: bytes,
-        request: CertificateRequest,
-        *,
-        replaces: str = "",
-        exempt: tuple[bool, bool] = (False, False),
-    ) -> CertificateChain:
-        label = identifiers[0].value + (f" (+{len(identifiers) - 1})" if len(identifiers) > 1 else "")
-        order, exempt = await self._new_order(client, identifiers, request, replaces, label, exempt)
-        if order.status == OrderStatus.PENDING:
-            await self._authorize(client, order, request.challenge, label)
-        elif order.status == OrderStatus.INVALID:
-            raise ValidationFailed({label: order.error})
-        assert request.directory_url is not None
-        ari_renewal, same_names = exempt
-        self.limiter.before_finalize(
-            request.directory_url, [i.value for i in identifiers], self.clock(),
-            ari_renewal=ari_renewal, same_names_renewal=same_names,
-        )
-        try:
-            finalized = await client.finalize(order, csr_der)
-        except OrderNotReady:
-            order = await client.poll_order(order)
-            finalized = await client.finalize(order, csr_der)
-        self.event("finalized", f"{label}: certificate issued")
-        assert finalized.certificate is not None
-        chain = await client.download_certificate(finalized.certificate, preferred_chain=request.preferred_chain)
-        check_issued(chain.pem, csr_der, identifiers)
-        return chain
-
-    async def _new_order(
-        self,
-        client: AcmeClient,
-        identifiers: Sequence[Identifier],
-        request: CertificateRequest,
-        replaces: str,
-        label: str,
-        exempt: tuple[bool, bool] = (False, False),
-    ) -> tuple[Order, tuple[bool, bool]]:
-        """A new order, marked as replacing the previous certificate (ARI) when there is one.
-
-        A CA that refuses the ``replaces`` (already replaced by another order, or not
-        accepted) gets the same order once more without it -- no longer exempt from the rate
-        limits as an ARI renewal. Returns the order and the exemptions that hold for it.
-        """
-        assert request.directory_url is not None
-        names = [i.value for i in identifiers]
-        ari_renewal, same_names = exempt
-        self.limiter.before_new_order(
-            request.directory_url, client.account_url or "", names, self.clock(),
-            ari_renewal=ari_renewal and bool(replaces), same_names_renewal=same_names,
-        )
-        if replaces:
-            try:
-                order = await client.new_order(identifiers, profile=request.profile, replaces=replaces)
-            except (AlreadyReplaced, Malformed, Unauthorized, ServerInternal) as exc:
-                self.event("warning", f"{label}: the CA refused to mark this order as a replacement ({exc}); "
-                           "ordering without it")
-            else:
-                self.event("order", f"{label}: order created (replacing {replaces})")
-                return order, (ari_renewal, same_names)
-            if ari_renewal:  # the order that follows is not an ARI renewal: it counts
-                self.limiter.before_new_order(
-                    request.directory_url, client.account_url or "", names, self.clock(), same_names_renewal=same_names
-                )
-        order = await client.new_order(identifiers, profile=request.profile)
-        self.event("order", f"{label}: order created")
-        return order, (False, same_names)
-
-    def _exemptions(
-        self, name: str, previous: LineageMeta | None, identifiers: Sequence[Identifier], replaces: str
-    ) -> tuple[bool, bool]:
-        """Whether an order is an ARI renewal inside the CA's window, and whether it renews exactly the same names.
-
-        What the CA exempts each from is described in :mod:`certsmith.ratelimit`.
-        """
-        if previous is None:
-            return False, False
-        same_names = {n.lower() for n in previous.names} == {i.value.lower() for i in identifiers}
-        if not replaces:
-            return False, same_names
-        try:
-            state = self.store.load_state(name)
-        except StorageError:
-            state = None
-        in_window = False
-        if state is not None and state.ari_window_start:
-            try:
-                in_window = parse_time(state.ari_window_start) <= self.clock()
-            except ValueError:
-                in_window = False
-        return in_window, same_names
-
-    async def _authorize(self, client: AcmeClient, order: Order, settings: ChallengeSettings, label: str) -> None:
-        fetched = await asyncio.gather(*(client.get_authorization(url) for url in order.authorizations))
-        authzs = [authz for authz, _ in fetched]
-        usable = (AuthorizationStatus.PENDING, AuthorizationStatus.VALID)
-        failed = {a.name: a.error for a in authzs if a.status not in usable}
-        if failed:
-            raise ValidationFailed(failed)
-        pending = [a for a in authzs if a.status == AuthorizationStatus.PENDING]
-        if not pending:
-            return
-        jobs: list[tuple[Authorization, str, ChallengeJob]] = []
-        for authz in pending:
-            challenge = authz.challenge(settings.challenge)
-            # dns-persist-01 has no token: the CA reads the standing record, not a per-order value.
-            tokenless = settings.challenge == "dns-persist-01"
-            if challenge is None or (challenge.token is None and not tokenless):
-                offered = ", ".join(sorted({c.type for c in authz.challenges})) or "none"
-                raise ConfigError(
-                    f"the CA offers no {settings.challenge} challenge for {authz.name} (it offers: {offered})"
-                )
-            job = ChallengeJob(
-                identifier_type=authz.identifier.type,
-                identifier=authz.identifier.value,
-                token=challenge.token or "",
-                key_authorization=key_authorization(challenge.token or "", client.account_key),
-                wildcard=authz.wildcard,
-            )
-            jobs.append((authz, challenge.url, job))
-        solver = await self.solvers.get(settings)
-        job_list = [job for _, _, job in jobs]
-        self.event("challenge", f"{label}: preparing {len(jobs)} {settings.challenge} challenge(s)")
-        try:
-            await solver.present(job_list)
-            await asyncio.gather(*(client.answer_challenge(url) for _, url, _ in jobs))
-            results = await asyncio.gather(*(client.poll_authorization(a.url) for a, _, _ in jobs))
-        finally:
-            await solver.cleanup(job_list)
-        failed = {a.name: a.error for a in results if a.status != AuthorizationStatus.VALID}
-        if failed:
-            raise ValidationFailed(failed, challenge_type=settings.challenge)
-        self.event("validated", f"{label}: {len(jobs)} authorization(s) valid")
-
     # -- renewal and revocation ------------------------------------------------------
 
     def decide(self, meta: LineageMeta) -> Decision:
@@ -615,142 +364,20 @@ class Manager:
     ) -> list[RenewOutcome]:
         """Renew due lineages (all, or ``names``) concurrently, each at the CA that issued it.
 
-        ``directory_url`` narrows the set to the lineages of one CA.
+        ``directory_url`` narrows the set to the lineages of one CA. See :func:`certsmith.renewal.renew`.
         """
-        selected = list(names) or self.store.lineage_names()
-        outcomes: dict[str, RenewOutcome] = {}
-        todo: list[tuple[str, CertificateRequest, str]] = []
-        metas: list[LineageMeta] = []
-        requests: dict[str, CertificateRequest] = {}
-        for name in selected:
-            try:
-                meta = self.store.load_meta(name)
-            except StorageError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            if meta is None:
-                raise ConfigError(f"no certificate named {name!r}")
-            if directory_url is not None and meta.directory_url != directory_url:
-                continue
-            try:
-                requests[name] = CertificateRequest.from_lineage(meta)
-            except ConfigError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            metas.append(meta)
-        await self.check_renewal_info(metas)
-        for meta in metas:
-            name = meta.name
-            request = requests[name]
-            try:
-                decision = self.decide(meta)
-            except ValueError as exc:
-                outcomes[name] = RenewOutcome(name, False, "damaged", error=str(exc))
-                continue
-            if force or decision.due:
-                todo.append((name, request, "forced" if force and not decision.due else decision.reason))
-            else:
-                outcomes[name] = RenewOutcome(name, False, decision.reason)
-        # issue() re-checks under each lineage's lock: another process may have just renewed it.
-        versions = {meta.name: meta.version for meta in metas}
-        results = await self._renew_all(todo, versions, force)
-        for (name, _, reason), result in zip(todo, results, strict=True):
-            if isinstance(result, LockedError):
-                outcomes[name] = RenewOutcome(name, False, f"left to another process, which holds it ({result})")
-            elif isinstance(result, RateLimited):
-                self.event("deferred", f"{name}: {result}")
-                outcomes[name] = RenewOutcome(
-                    name, False, "deferred", deferred=str(result), retry_at=format_time(result.retry_at)
-                )
-            elif isinstance(result, CertsmithError):
-                outcomes[name] = RenewOutcome(name, False, reason, error=str(result), exception=result)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                outcomes[name] = RenewOutcome(name, result.issued, reason if result.issued else result.reason,
-                                              result=result)
-        return [outcomes[name] for name in selected if name in outcomes]
+        return await renewal.renew(self, names, force=force, directory_url=directory_url)
 
     #: Lineages one renew run works on at once. Each worker takes the next due lineage
     #: whose lock is free, so several processes (hosts) sharing a store split the work.
     renew_concurrency = 32
 
-    async def _renew_all(
-        self, todo: Sequence[tuple[str, CertificateRequest, str]], versions: Mapping[str, int], force: bool
-    ) -> list[IssueResult | BaseException]:
-        """Renew ``todo`` with at most :attr:`renew_concurrency` at once, in order.
-
-        A lineage whose lock another process holds is not waited for (unless ``lock_wait``
-        says so): its ``LockedError`` is its result and the worker moves on to the next one.
-        Under the lock, ``issue`` re-reads the lineage and keeps it when its version moved
-        (renewed elsewhere meanwhile) or, without ``force``, when it is no longer due.
-        """
-        results: list[IssueResult | BaseException] = [LockedError("not attempted")] * len(todo)
-        queue = iter(range(len(todo)))
-
-        async def worker() -> None:
-            for index in queue:
-                name, request, _ = todo[index]
-                try:
-                    results[index] = await self.issue(request, force=force, seen_version=versions.get(name))
-                except Exception as exc:  # kept as the lineage's result; the others go on (renew re-raises bugs)
-                    results[index] = exc
-
-        await asyncio.gather(*(worker() for _ in range(max(1, min(self.renew_concurrency, len(todo))))))
-        return results
-
     async def check_renewal_info(self, metas: Sequence[LineageMeta]) -> None:
         """Ask each lineage's CA for its renewal window (ARI) where the time to ask again has come.
 
-        Lineages whose CA has no ARI, or whose next check lies ahead, cost no request.
-        A failed check keeps what was known, says so, and is retried after a back-off;
-        the lifetime rule decides meanwhile.
+        See :func:`certsmith.renewal.check_renewal_info`.
         """
-        now = self.clock()
-        due: list[tuple[LineageMeta, RenewalState | None]] = []
-        for meta in metas:
-            if not meta.cert_id:
-                continue
-            try:
-                state = self.store.load_state(meta.name)
-            except StorageError:
-                state = None
-            if ari_check_due(state, now):
-                due.append((meta, state))
-        if not due:
-            return
-        limit = asyncio.Semaphore(16)
-
-        async def check(meta: LineageMeta, state: RenewalState | None) -> None:
-            async with limit:
-                await self._check_one(meta, state)
-
-        await asyncio.gather(*(check(meta, state) for meta, state in due))
-
-    async def _check_one(self, meta: LineageMeta, state: RenewalState | None) -> None:
-        _, ca_bundle = self._ca_of(CertificateRequest.from_lineage(meta))
-        try:
-            client = await self.accounts.client(meta.directory_url, ca_bundle)
-            if not (await client.directory()).renewal_info:
-                return
-            info, retry_after = await client.renewal_info(meta.cert_id)
-        except CertsmithError as exc:
-            self.event("warning", f"{meta.name}: cannot get the CA's renewal window ({exc}); "
-                       "the lifetime rule decides for now")
-            self.store.save_state(meta.name, state_after_ari_error(meta.version, state, str(exc), self.clock()))
-            return
-        new_state = state_from_ari(
-            meta.version,
-            state,
-            window_start=info.window_start,
-            window_end=info.window_end,
-            explanation=info.explanation_url,
-            retry_after=retry_after,
-            now=self.clock(),
-        )
-        if info.explanation_url and info.explanation_url != (state.ari_explanation if state else ""):
-            self.event("ari", f"{meta.name}: the CA explains its renewal window at {info.explanation_url}")
-        self.store.save_state(meta.name, new_state)
+        await renewal.check_renewal_info(self, metas)
 
     async def revoke(self, name: str, *, reason: str = "unspecified") -> dict[str, Any]:
         """Revoke the current certificate of lineage ``name``."""
@@ -763,7 +390,7 @@ class Manager:
         if files is None:
             raise ConfigError(f"the certificate of {name!r} is missing from the store")
         cert_der = certificate_der(files.cert_pem)
-        _, ca_bundle = self._ca_of(CertificateRequest.from_lineage(meta))
+        _, ca_bundle = self.ca_of(CertificateRequest.from_lineage(meta))
         if self.accounts.stored(meta.directory_url) is not None:
             client = await self.accounts.client(meta.directory_url, ca_bundle)
             await client.revoke(cert_der, reason=REVOCATION_REASONS[reason])
@@ -782,7 +409,6 @@ class Manager:
         self.event("revoked", f"{name}: certificate {meta.serial} revoked ({reason})")
         return {"name": name, "serial": meta.serial, "reason": reason, "revoked": True}
 
-
     async def delete(self, name: str, *, revoke: bool = False, reason: str = "unspecified") -> dict[str, Any]:
         """Remove lineage ``name`` with every version, revoking its certificate first when asked.
 
@@ -797,98 +423,17 @@ class Manager:
         self.event("deleted", f"{name}: deleted {location}")
         return {"name": name, "deleted": True, "revoked": revoked is not None}
 
+    # -- delivery (certsmith.delivery) ---------------------------------------------------
 
-    # -- sync: every host serves what one host ordered -------------------------------
+    async def deploy(self, name: str) -> tuple[LineageMeta, list[TargetResult]]:
+        """Run lineage ``name``'s deploy targets again for its current certificate (under its lock)."""
+        return await self.delivery.redeploy(name, lock_wait=self.lock_wait)
 
     async def sync(
         self, names: Sequence[str] = (), *, local_state: Path, deploy: Sequence[DeploySpec] = ()
     ) -> list[SyncOutcome]:
         """Deliver each lineage's current certificate (all, or ``names``) to this host's targets.
 
-        The targets are ``deploy`` when given (this host's own), else the lineage's stored
-        ones. A lineage is delivered only when this host's delivery log (under
-        ``local_state``, see :mod:`certsmith.deploy.delivered`) does not show its current
-        version through the same targets; a lineage whose targets all succeeded is noted
-        there, so a second sync changes nothing. No lock is taken: a version is read whole.
+        See :meth:`certsmith.delivery.Delivery.sync`.
         """
-        from certsmith.deploy.base import load_target
-        from certsmith.deploy.delivered import DeliveryLog
-        from certsmith.deploy.runner import run_targets
-
-        for spec in deploy:
-            load_target(spec, self.env)
-        ledger = DeliveryLog(local_state)
-        entries = ledger.load()
-        selected = list(names) or self.store.lineage_names()
-        outcomes: list[SyncOutcome] = []
-        for name in selected:
-            try:
-                meta = self.store.load_meta(name)
-                if meta is None:
-                    raise ConfigError(f"no certificate named {name!r}")
-                specs = tuple(deploy) or CertificateRequest.from_lineage(meta).deploy
-            except CertsmithError as exc:
-                reason = "damaged" if isinstance(exc, StorageError) else "unusable"
-                outcomes.append(SyncOutcome(name, 0, "", False, reason, error=str(exc)))
-                continue
-            if not specs:
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "no deploy targets"))
-                continue
-            wanted = DeliveryLog.entry(meta.version, meta.serial, specs)
-            if ledger.delivered(entries, name, wanted):
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False,
-                                            f"version {meta.version} already delivered here"))
-                continue
-            try:
-                results = await run_targets(self.store, specs, meta, self.env, location=self.store.location(name))
-            except CertsmithError as exc:  # one lineage's failure must not end the others' delivery
-                outcomes.append(SyncOutcome(name, meta.version, meta.serial, False, "deploy failed", error=str(exc)))
-                continue
-            for result in results:
-                what = result.error or (", ".join(result.changed) if result.changed else result.skipped or "unchanged")
-                self.event("deploy", f"{name}: {result.target}: {what}")
-            error = _deploy_failures(results)
-            if error is None:
-                entries[name] = {**wanted, "at": format_time(self.clock())}
-                ledger.save(entries)
-            outcomes.append(SyncOutcome(name, meta.version, meta.serial, error is None,
-                                        f"version {meta.version} delivered" if error is None else "deploy failed",
-                                        error=error, deployed=tuple(results)))
-        return outcomes
-
-
-@dataclass(frozen=True)
-class SyncOutcome:
-    """What ``sync`` did for one lineage on this host: ``delivered`` when its targets ran and all succeeded."""
-
-    name: str
-    version: int
-    serial: str
-    delivered: bool
-    reason: str
-    error: str | None = None
-    deployed: tuple[TargetResult, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "version": self.version, "serial": self.serial,
-                                "delivered": self.delivered, "reason": self.reason,
-                                "deploy": [target.to_json() for target in self.deployed]}
-        if self.error is not None:
-            data["error"] = self.error
-        return data
-
-
-def _replaceable(previous: LineageMeta | None, directory_url: str, identifiers: Sequence[Identifier]) -> str:
-    """The ARI CertID a new order may claim to replace: same CA and at least one name in common (RFC 9773 §5)."""
-    if previous is None or not previous.cert_id or previous.directory_url != directory_url:
-        return ""
-    return previous.cert_id if set(previous.names) & {i.value for i in identifiers} else ""
-
-
-def _deploy_failures(results: Sequence[TargetResult]) -> str | None:
-    """The failed deploy targets' errors in one line, or ``None``."""
-    if not results:
-        return None
-    from certsmith.deploy.runner import failures
-
-    return failures(results)
+        return await self.delivery.sync(names, local_state=local_state, deploy=deploy)
