@@ -127,7 +127,6 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._expiry = keepalive_expiry
-        self.connections_opened = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
@@ -161,7 +160,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 raise nothing.error from nothing.__cause__
         assert connection is not None
         status, reason, version, headers = head
-        framing = _framing(request.method, status, headers)
+        try:
+            framing = _framing(request.method, status, headers)
+        except httpx.RemoteProtocolError:
+            connection.close()
+            raise
         keep_alive = version == b"HTTP/1.1" and framing != "close" and not _says_close(request.headers.raw, headers)
         body = _Body(self, connection, framing, keep_alive, read_timeout)
         return httpx.Response(
@@ -207,7 +210,6 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host if context else None
                 )
-        self.connections_opened += 1
         return _Connection(origin, reader, writer)
 
     def _finished(self, connection: _Connection, reusable: bool) -> None:
