@@ -3,8 +3,8 @@
 httpx's default transport (httpcore on anyio, with h11) costs about a fifth of a whole
 ``certsmith issue`` process to import and set up, and 3 MiB. The ACME client only needs
 HTTP/1.1 with persistent connections, so it sends through this transport; httpx still
-builds the requests, decodes the bodies and reaches proxies from the environment through
-its own transports. Failures are raised as httpx's exception types, with the socket or
+builds the requests and decodes the bodies, and with a proxy configured the client is
+httpx's own (:func:`transport_for`). Failures are raised as httpx's exception types, with the socket or
 TLS error as their cause, as httpx's own transport does.
 """
 
@@ -104,6 +104,17 @@ def _mapped(
         raise timeout_error(f"timed out {what}") from exc
     except OSError as exc:
         raise error(str(exc) or type(exc).__name__) from exc
+
+
+def transport_for(ssl_context: ssl.SSLContext | None) -> Http11Transport | None:
+    """The transport for a new client: this one, or ``None`` (httpx's own) when a proxy is configured.
+
+    httpx reads the proxy variables (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...) only
+    for a client without a transport of the caller's, and reaches proxies through its own.
+    """
+    from urllib.request import getproxies  # imported by httpx already
+
+    return None if {"http", "https", "all"} & set(getproxies()) else Http11Transport(ssl_context)
 
 
 class Http11Transport(httpx.AsyncBaseTransport):

@@ -7,6 +7,7 @@ could send are exact; the client is a real ``httpx.AsyncClient`` on the transpor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import gzip
 import ssl
@@ -21,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certsmith._http11 import MAX_HEAD_BYTES, Http11Transport
+from certsmith.acme.client import AcmeClient
+from certsmith.crypto import generate_key
+from certsmith.testing.pebble import PebbleServer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -363,3 +367,47 @@ def test_tls_is_verified_against_the_given_roots(tmp_path: Path) -> None:
                 assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
 
     run(test)
+
+
+def test_the_acme_client_reaches_the_ca_through_an_https_proxy(
+    pebble: PebbleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY is honoured (through httpx's proxy transport): a CONNECT tunnel, TLS end to end to the CA."""
+    connects: list[bytes] = []
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        connects.append(target)
+        host, port = target.rsplit(b":", 1)
+        if method != b"CONNECT" or host != b"127.0.0.1":
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    async def test() -> None:
+        proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        try:
+            async with AcmeClient(pebble.directory_url, generate_key(), ca_bundle=pebble.ca_bundle) as client:
+                await client.register(agree_tos=True)
+                assert client.account_url
+        finally:
+            proxy.close()
+
+    run(test)
+    port = pebble.directory_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    assert connects and set(connects) == {f"127.0.0.1:{port}".encode()}

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certsmith._http import json_object
 from certsmith._http import parse_retry_after as parse_retry_after  # re-exported: part of the client API
-from certsmith._http11 import Http11Transport
+from certsmith._http11 import transport_for
 from certsmith._redact import add_secret
 from certsmith._text import clean
 from certsmith._version import __version__
@@ -266,8 +266,8 @@ class AcmeClient:
         if http is None:
             context = _ssl_context(self.ca_bundle)
             http = httpx.AsyncClient(
-                verify=context,  # for the proxy transports httpx builds from the environment
-                transport=Http11Transport(context),
+                verify=context,  # used by httpx's own transport when a proxy is configured
+                transport=transport_for(context),
                 timeout=timeout,
                 headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
                 follow_redirects=False,

@@ -357,9 +357,9 @@ class RpcClient:
         url = httpx.URL(settings.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
         self._host = url.netloc.decode("ascii")
-        from certsmith._http11 import Http11Transport
+        from certsmith._http11 import transport_for
 
-        transport = transport or Http11Transport(httpx.create_ssl_context())
+        transport = transport or transport_for(httpx.create_ssl_context())
         self._http = httpx.AsyncClient(timeout=timeout, verify=True, transport=transport)
 
     async def __aenter__(self) -> Self:

@@ -214,9 +214,9 @@ class HttpApiProvider(ApiProvider[C]):
         )
         super().__init__(config, retry=retry)
         timeout = options.get("timeout", self._default_timeout())
-        from certsmith._http11 import Http11Transport
+        from certsmith._http11 import transport_for
 
-        transport = options.get("transport") or Http11Transport(httpx.create_ssl_context())
+        transport = options.get("transport") or transport_for(httpx.create_ssl_context())
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     def _default_timeout(self) -> float:
