@@ -30,8 +30,8 @@ One module per target (``certsmith/deploy/<name>.py``) holding:
    missing keys; use :func:`read_env` for the variables and :func:`parse_bool`,
    :func:`parse_seconds` for values -- every error is a :class:`ConfigError` of one line
    naming the option. Keep secrets out of ``repr`` (``field(repr=False)``).
-3. The target class (subclass :class:`BaseTarget`): ``info: ClassVar[TargetInfo]``,
-   ``__init__(config)``, ``from_options`` returning ``cls(Config.from_options(...))``,
+3. The target class (subclass ``BaseTarget[Config]``, which keeps ``config``): ``info: ClassVar[TargetInfo]``,
+   ``from_options`` returning ``cls(Config.from_options(...))``,
    and the async :meth:`DeployTarget.deploy`, returning a :class:`DeployOutcome`. A
    target that replaces something remote (an uploaded certificate) keeps its ID in
    ``context.state`` and removes the old one in :meth:`DeployTarget.retire`, which runs
@@ -52,7 +52,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from certsmith import _plugins
 from certsmith._env import EnvVar, parse_bool, resolve
@@ -189,6 +189,9 @@ class DeployOutcome:
     skipped: str = ""
 
 
+ConfigT = TypeVar("ConfigT")
+
+
 @runtime_checkable
 class DeployTarget(Protocol):
     """Delivers a lineage's current certificate somewhere; idempotent."""
@@ -209,8 +212,13 @@ class DeployTarget(Protocol):
         ...
 
 
-class BaseTarget:
-    """Defaults for the optional parts of :class:`DeployTarget` (nothing to retire)."""
+class BaseTarget(Generic[ConfigT]):
+    """A target holding its validated ``config``, with defaults for the optional parts of :class:`DeployTarget`
+    (nothing to retire). Subclass as ``BaseTarget[ExampleConfig]``; ``from_options`` returns
+    ``cls(ExampleConfig.from_options(options, env))``."""
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
 
     async def retire(self, context: DeployContext) -> list[str]:
         return []
