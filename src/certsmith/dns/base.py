@@ -29,11 +29,12 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    for an unset-means-default variable), :func:`parse_bool` and :func:`parse_host_port`,
    whose :class:`ConfigError` messages name the variable.
    Keep secrets out of ``repr`` (``field(repr=False)``).
-3. The provider class: ``info: ClassVar[ProviderInfo]`` (name, title, description,
-   ``env=ENV``, an example, links, ``default_propagation_timeout``), ``__init__(config)``,
-   ``from_env`` returning ``cls(ExampleConfig.from_env(env))``, the
-   ``propagation_timeout`` property (``config.propagation_timeout`` or the metadata's
-   default), and the async ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
+3. The provider class, a ``ConfiguredProvider[ExampleConfig]`` (which gives ``repr`` and the
+   ``propagation_timeout`` property: ``config.propagation_timeout`` or the metadata's default):
+   ``info: ClassVar[ProviderInfo]`` (name, title, description, ``env=ENV``, an example, links,
+   ``default_propagation_timeout``), ``__init__(config)`` setting ``self.config``,
+   ``from_env`` returning ``cls(ExampleConfig.from_env(env))``, and the async
+   ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
    Import heavy libraries (httpx, SDKs) inside the methods that need them, so that
    ``certsmith dns list`` can read ``info`` without them.
    A provider for an HTTP API subclasses :class:`certsmith.dns.http_api.RecordApiProvider`
@@ -56,7 +57,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from certsmith import _plugins
@@ -124,6 +125,32 @@ class DnsProvider(Protocol):
     async def aclose(self) -> None:
         """Release connections; called once when the provider is no longer needed."""
         ...
+
+
+class ProviderConfig(Protocol):
+    """What :class:`ConfiguredProvider` needs of a provider's config dataclass."""
+
+    @property
+    def propagation_timeout(self) -> float | None: ...
+
+
+C = TypeVar("C", bound=ProviderConfig)
+
+
+class ConfiguredProvider(Generic[C]):
+    """What every provider built from a config has: ``config``, ``repr`` and ``propagation_timeout``
+    (the config's override, else ``info.default_propagation_timeout``). Its ``__init__`` sets ``self.config``."""
+
+    info: ClassVar[ProviderInfo]
+    config: C
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    @property
+    def propagation_timeout(self) -> float:
+        """The configured ``<PROVIDER>_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
 
 # -- reading the environment ------------------------------------------------------------
