@@ -10,7 +10,28 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The built-ins (name to ``module:attribute``) and the entry-point group of one kind of plug-in."""
+
+    builtins: Mapping[str, str]
+    group: str
+
+    def builtin_names(self) -> list[str]:
+        """The built-in names, sorted."""
+        return sorted(self.builtins)
+
+    def available(self) -> list[str]:
+        """Every name, built-in or installed, whose module can be found, sorted."""
+        return importable(registered(self.builtins, self.group))
+
+    def ref(self, name: str) -> str | None:
+        """The ``module:attribute`` registered as ``name``, or ``None``."""
+        return registered(self.builtins, self.group).get(name)
 
 
 def registered(builtins: Mapping[str, str], group: str) -> dict[str, str]:

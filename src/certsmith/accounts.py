@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from certsmith._constants import DEFAULT_KEY_TYPE
 from certsmith._time import format_time, utc_now
@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("certsmith")
+
+
+class Registration(TypedDict, total=False):
+    """The keyword arguments of :meth:`Accounts.register`, which :meth:`Accounts.ensure` passes on."""
+
+    email: Sequence[str]
+    agree_tos: bool
+    key_type: str
+    eab_kid: str | None
+    eab_hmac_key: str | None
 
 EventSink = Callable[[str, str], None]
 
@@ -230,26 +240,16 @@ class Accounts:
         return stored
 
     async def ensure(
-        self,
-        directory_url: str,
-        ca_bundle: str | None = None,
-        *,
-        email: Sequence[str] = (),
-        agree_tos: bool = False,
-        key_type: str = DEFAULT_KEY_TYPE,
-        eab_kid: str | None = None,
-        eab_hmac_key: str | None = None,
+        self, directory_url: str, ca_bundle: str | None = None, **registration: Unpack[Registration]
     ) -> None:
-        """Register when no account is stored and the caller gave what registration needs."""
+        """Register when no account is stored and the caller gave what registration needs
+        (``registration``: the keyword arguments of :meth:`register`)."""
         if self.stored(directory_url) is not None:
             self._usable(directory_url)
             return
-        if not email and not agree_tos:
+        if not registration.get("email") and not registration.get("agree_tos"):
             self._usable(directory_url)  # raises the "missing" AccountError
-        await self.register(
-            directory_url, ca_bundle, email=email, agree_tos=agree_tos, key_type=key_type,
-            eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
-        )
+        await self.register(directory_url, ca_bundle, **registration)
 
     async def info(self, directory_url: str, ca_bundle: str | None = None) -> dict[str, Any]:
         """The account as the CA sees it."""

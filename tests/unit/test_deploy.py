@@ -172,6 +172,16 @@ def test_password_from_file_and_modes(tmp_path: Path) -> None:
     assert opened.config.key_mode == 0o640 and opened.config.mode == 0o666
 
 
+def test_password_file_keeps_its_spaces(tmp_path: Path) -> None:
+    """A target's secret file loses only its line end (a password may begin or end with a space);
+    DNS providers, sharing the same reader, strip the white space around an API token."""
+    secret = tmp_path / "pw"
+    secret.write_text(" pass word \r\n")
+    target = load_target(parse_deploy_spec("files:pkcs12=/x.p12"), {"CERTSMITH_PKCS12_PASSWORD_FILE": str(secret)})
+    assert isinstance(target, FilesTarget)
+    assert target.config.password == b" pass word "
+
+
 def test_stored_settings_keep_options_never_secrets() -> None:
     spec = parse_deploy_spec("files:pkcs12=/x.p12,legacy=true")
     request = CertificateRequest(names=("a.test",), deploy=(spec, parse_deploy_spec("reload:command='a b'")))

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "_constants": 0,
     "_time": 0,
     "_redact": 1,
+    "_env": 2,
     "_atomic": 0,
     "_http": 0,
     "_http11": 0,

@@ -89,7 +89,7 @@ class AlbConfig:
         return cls(listener, mode, wait, ApiSettings.from_env(ALB, env, target=NAME))
 
 
-class AlbTarget(BaseTarget):
+class AlbTarget(BaseTarget[AlbConfig]):
     info: ClassVar[TargetInfo] = TargetInfo(
         name=NAME,
         title="Alibaba Cloud Application Load Balancer (ALB) HTTPS listener",
@@ -111,9 +111,6 @@ class AlbTarget(BaseTarget):
         ),
         requires=(CAS_KEY,),
     )
-
-    def __init__(self, config: AlbConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

@@ -194,7 +194,7 @@ def _fail(exc: AliCloudError) -> DeployError:
     return DeployError(str(exc))
 
 
-class AliCloudCasTarget(BaseTarget):
+class AliCloudCasTarget(BaseTarget[CasConfig]):
     info: ClassVar[TargetInfo] = TargetInfo(
         name="alicloud-cas",
         title="Alibaba Cloud Certificate Management Service (CAS)",
@@ -212,9 +212,6 @@ class AliCloudCasTarget(BaseTarget):
         links=("https://www.alibabacloud.com/help/en/ssl-certificate/developer-reference/api-cas-2020-04-07-uploadusercertificate",),
         runs_first=True,
     )
-
-    def __init__(self, config: CasConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

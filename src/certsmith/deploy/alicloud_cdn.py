@@ -141,11 +141,8 @@ def _cert_infos(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
-class _CdnTarget(BaseTarget):
+class _CdnTarget(BaseTarget[CdnConfig]):
     api: ClassVar[CdnApi]
-
-    def __init__(self, config: CdnConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

@@ -145,7 +145,7 @@ class SlbConfig:
         return cls(load_balancer, int(text), ApiSettings.from_env(SLB, env, target=NAME))
 
 
-class SlbTarget(BaseTarget):
+class SlbTarget(BaseTarget[SlbConfig]):
     info: ClassVar[TargetInfo] = TargetInfo(
         name=NAME,
         title="Alibaba Cloud Classic Load Balancer (SLB/CLB) HTTPS listener",
@@ -164,9 +164,6 @@ class SlbTarget(BaseTarget):
             "api-slb-2014-05-15-setloadbalancerhttpslistenerattribute",
         ),
     )
-
-    def __init__(self, config: SlbConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

@@ -30,8 +30,8 @@ One module per target (``certsmith/deploy/<name>.py``) holding:
    missing keys; use :func:`read_env` for the variables and :func:`parse_bool`,
    :func:`parse_seconds` for values -- every error is a :class:`ConfigError` of one line
    naming the option. Keep secrets out of ``repr`` (``field(repr=False)``).
-3. The target class (subclass :class:`BaseTarget`): ``info: ClassVar[TargetInfo]``,
-   ``__init__(config)``, ``from_options`` returning ``cls(Config.from_options(...))``,
+3. The target class (subclass ``BaseTarget[Config]``, which keeps ``config``): ``info: ClassVar[TargetInfo]``,
+   ``from_options`` returning ``cls(Config.from_options(...))``,
    and the async :meth:`DeployTarget.deploy`, returning a :class:`DeployOutcome`. A
    target that replaces something remote (an uploaded certificate) keeps its ID in
    ``context.state`` and removes the old one in :meth:`DeployTarget.retire`, which runs
@@ -52,11 +52,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from certsmith import _plugins
-from certsmith._redact import add_secret
+from certsmith._env import EnvVar, parse_bool, resolve
 from certsmith.errors import ConfigError, DeployError
 from certsmith.storage.base import CertificateFiles
 
@@ -87,17 +86,6 @@ class TargetOption:
     name: str
     description: str
     required: bool = False
-    default: str | None = None
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    """An environment variable a target reads; ``secret`` ones may be given as ``<NAME>_FILE``."""
-
-    name: str
-    description: str
-    required: bool = False
-    secret: bool = False
     default: str | None = None
 
 
@@ -201,6 +189,9 @@ class DeployOutcome:
     skipped: str = ""
 
 
+ConfigT = TypeVar("ConfigT")
+
+
 @runtime_checkable
 class DeployTarget(Protocol):
     """Delivers a lineage's current certificate somewhere; idempotent."""
@@ -221,8 +212,13 @@ class DeployTarget(Protocol):
         ...
 
 
-class BaseTarget:
-    """Defaults for the optional parts of :class:`DeployTarget` (nothing to retire)."""
+class BaseTarget(Generic[ConfigT]):
+    """A target holding its validated ``config``, with defaults for the optional parts of :class:`DeployTarget`
+    (nothing to retire). Subclass as ``BaseTarget[ExampleConfig]``; ``from_options`` returns
+    ``cls(ExampleConfig.from_options(options, env))``."""
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
 
     async def retire(self, context: DeployContext) -> list[str]:
         return []
@@ -370,45 +366,15 @@ def check_options(info: TargetInfo, options: Mapping[str, str]) -> None:
 
 
 def read_env(env: Mapping[str, str], variables: Sequence[EnvVar], target: str) -> dict[str, str]:
-    """Resolve ``variables`` by name or ``<NAME>_FILE`` (secrets); defaults applied; missing ones in one error.
+    """Resolve ``variables`` by name, alias or ``<NAME>_FILE`` (secrets); defaults applied; missing ones in one error.
 
     Secret values are registered for redaction, so they never show in a log line.
     """
-    values: dict[str, str] = {}
-    missing: list[str] = []
-    for var in variables:
-        value = env.get(var.name) or None
-        if value is None and var.secret and env.get(var.name + "_FILE"):
-            path = Path(env[var.name + "_FILE"])
-            try:
-                value = path.read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(f"cannot read {var.name}_FILE ({path}): {exc.strerror}") from None
-        if value is None:
-            if var.required:
-                missing.append(var.name + (f" (or {var.name}_FILE)" if var.secret else ""))
-            elif var.default is not None:
-                values[var.name] = var.default
-            continue
-        if var.secret:
-            add_secret(value)
-        values[var.name] = value
+    values, missing = resolve(env, variables, keep_spaces=True)
     if missing:
-        raise ConfigError(f"deploy target {target!r} needs the environment variable {', '.join(missing)}")
+        names = [var.name + (f" (or {var.name}_FILE)" if var.secret else "") for var in missing]
+        raise ConfigError(f"deploy target {target!r} needs the environment variable {', '.join(names)}")
     return values
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def parse_bool(name: str, text: str) -> bool:
-    key = text.strip().lower()
-    if key in _TRUE:
-        return True
-    if key in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {text!r}")
 
 
 def parse_seconds(name: str, text: str) -> float:
@@ -442,18 +408,21 @@ _BUILTINS: dict[str, str] = {
 ENTRY_POINT_GROUP = "certsmith.deploy_targets"
 
 
+_REGISTRY = _plugins.Registry(_BUILTINS, ENTRY_POINT_GROUP)
+
+
 def builtin_targets() -> list[str]:
-    return sorted(_BUILTINS)
+    return _REGISTRY.builtin_names()
 
 
 def available_targets() -> list[str]:
     """Every target, built-in or installed, sorted."""
-    return _plugins.importable(_plugins.registered(_BUILTINS, ENTRY_POINT_GROUP))
+    return _REGISTRY.available()
 
 
 def target_class(name: str) -> type[DeployTarget]:
     """The class registered as ``name``; imported on first use."""
-    ref = _plugins.registered(_BUILTINS, ENTRY_POINT_GROUP).get(name)
+    ref = _REGISTRY.ref(name)
     if ref is None:
         raise ConfigError(f"unknown deploy target {name!r}; available: {', '.join(available_targets())}")
     try:

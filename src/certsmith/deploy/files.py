@@ -134,7 +134,7 @@ def _mode(text: str) -> int:
     return mode
 
 
-class FilesTarget(BaseTarget):
+class FilesTarget(BaseTarget[FilesConfig]):
     info: ClassVar[TargetInfo] = TargetInfo(
         name="files",
         title="Files (PEM, DER, PKCS#12)",
@@ -146,9 +146,6 @@ class FilesTarget(BaseTarget):
         "files:fullchain=/etc/nginx/tls/example.pem,key=/etc/nginx/tls/example.key,group=www-data",
         required_one_of=_PATH_KEYS,
     )
-
-    def __init__(self, config: FilesConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

@@ -36,7 +36,7 @@ class ReloadConfig:
         return cls(options["command"], timeout)
 
 
-class ReloadTarget(BaseTarget):
+class ReloadTarget(BaseTarget[ReloadConfig]):
     info: ClassVar[TargetInfo] = TargetInfo(
         name="reload",
         title="Reload command",
@@ -49,9 +49,6 @@ class ReloadTarget(BaseTarget):
         "--deploy reload:command='systemctl reload nginx'",
         runs_last=True,
     )
-
-    def __init__(self, config: ReloadConfig) -> None:
-        self.config = config
 
     @classmethod
     def from_options(cls, options: Mapping[str, str], env: Mapping[str, str]) -> Self:

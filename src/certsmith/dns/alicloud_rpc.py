@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from certsmith._http import json_object
 from certsmith._text import clean
@@ -399,52 +399,80 @@ class RpcClient:
             )
 
         return await send_with_retries(
-            self._http, self._retry, build, lambda response: self._classify(action, response),
+            self._http, self._retry, build,
+            lambda response: classify(response, lambda body: self._error(action, response, body)),
             unreachable=unreachable, label=f"{product.name} {action}", log=log,
         )
 
-    def _classify(self, action: str, response: httpx.Response) -> dict[str, Any] | Retryable:
-        body = json_object(response)
-        code = body.get("Code") if body is not None else None
-        if response.status_code < 400 and body is not None and not code:
-            return body
-        error = self._error(action, response, body)
-        if code in RETRYABLE_CODES or response.status_code >= 500:
-            return Retryable(error, reason=str(code or ""))
-        raise error
-
     def _error(self, action: str, response: httpx.Response, body: dict[str, Any] | None) -> AliCloudError:
-        product = self.settings.product
-        if body is None:
-            return AliCloudError(
-                f"{product.name} {action} failed: HTTP {response.status_code} with a non-JSON answer "
-                f"({clean(response.text, 200)!r}); check {product.endpoint_var}",
-                product=product.name,
-                action=action,
-                status=response.status_code,
+        settings = self.settings
+        product = settings.product
+
+        def describe(code: str, server_message: str) -> str:
+            return describe_error(
+                product=product, action=action, code=code, server_message=server_message,
+                access_key_id=settings.credentials.access_key_id,
+                offset=clock_offset(response.headers.get("date"), self._clock()),
             )
-        code = str(body.get("Code") or f"HTTP{response.status_code}")
-        server_message = str(body.get("Message", ""))
-        message = describe_error(
-            product=product,
-            action=action,
-            code=code,
-            server_message=server_message,
-            access_key_id=self.settings.credentials.access_key_id,
-            offset=clock_offset(response.headers.get("date"), self._clock()),
+
+        return api_error(
+            AliCloudError, response, body, name=product.name, action=action, endpoint_var=product.endpoint_var,
+            describe=describe,
         )
-        request_id = body.get("RequestId")
-        if request_id:
-            message += f" [RequestId {clean(str(request_id), 80)}]"
-        return AliCloudError(
-            message,
-            product=product.name,
+
+
+ErrorT = TypeVar("ErrorT", bound=AliCloudError)
+
+
+def classify(
+    response: httpx.Response, error: Callable[[dict[str, Any] | None], AliCloudError]
+) -> dict[str, Any] | Retryable:
+    """An Alibaba Cloud API answer's JSON object; else ``error(body)``, to retry (throttling, HTTP 5xx) or raised."""
+    body = json_object(response)
+    code = body.get("Code") if body is not None else None
+    if response.status_code < 400 and body is not None and not code:
+        return body
+    exc = error(body)
+    if code in RETRYABLE_CODES or response.status_code >= 500:
+        return Retryable(exc, reason=str(code or ""))
+    raise exc
+
+
+def api_error(
+    kind: type[ErrorT],
+    response: httpx.Response,
+    body: dict[str, Any] | None,
+    *,
+    name: str,
+    action: str,
+    endpoint_var: str,
+    describe: Callable[[str, str], str],
+) -> ErrorT:
+    """The ``kind`` of error for a refused call of product ``name``: ``describe(code, server message)`` words it
+    (the request ID appended); an answer that is not JSON points at ``endpoint_var``."""
+    if body is None:
+        return kind(
+            f"{name} {action} failed: HTTP {response.status_code} with a non-JSON answer "
+            f"({clean(response.text, 200)!r}); check {endpoint_var}",
+            product=name,
             action=action,
-            code=code,
             status=response.status_code,
-            request_id=str(request_id) if request_id else None,
-            server_message=server_message,
         )
+    code = str(body.get("Code") or f"HTTP{response.status_code}")
+    server_message = str(body.get("Message", ""))
+    message = describe(code, server_message)
+    request_id = body.get("RequestId")
+    if request_id:
+        message += f" [RequestId {clean(str(request_id), 80)}]"
+    return kind(
+        message,
+        product=name,
+        action=action,
+        code=code,
+        status=response.status_code,
+        request_id=str(request_id) if request_id else None,
+        server_message=server_message,
+    )
 
 
 def _text(value: str | int | bool) -> str:

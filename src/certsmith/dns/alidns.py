@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
-from certsmith._http import json_object
 from certsmith._text import clean
 from certsmith.dns import alicloud_rpc as rpc
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.alicloud_rpc import CREDENTIAL_ENV, Credentials, clock_offset, parse_signature_version, with_scheme
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import C, HttpOptions, LookupCache, R, RecordApiProvider, Retryable, endpoint_root
+from certsmith.dns.http_api import C, HttpOptions, LookupCache, R, RecordApiProvider, endpoint_root
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ NAME = "alidns"
 DEFAULT_ENDPOINT = "https://alidns.aliyuncs.com"
 DEFAULT_TTL = 600
 #: Error codes that mean "try again later"; HTTP 5xx is retried as well.
-RETRYABLE_CODES = frozenset({"Throttling", "Throttling.User", "ServiceUnavailable"})
 #: The RAM actions the provider needs (``DescribeDomainInfo`` is optional: without it
 #: the configured TTL is used as is).
 RAM_ACTIONS = (
@@ -459,22 +457,10 @@ class AlidnsProvider(AccountZonesProvider[AlidnsConfig, str]):
 
         return await self.send_with_retries(
             lambda: self._build(action, params),
-            lambda response: self._classify(action, params, response),
+            lambda response: rpc.classify(response, lambda body: self._error(action, params, response, body)),
             unreachable=unreachable,
             label=action,
         )
-
-    def _classify(
-        self, action: str, params: Mapping[str, str], response: httpx.Response
-    ) -> dict[str, Any] | Retryable:
-        body = json_object(response)
-        code = body.get("Code") if body is not None else None
-        if response.status_code < 400 and body is not None and not code:
-            return body
-        error = self._error(action, params, response, body)
-        if code in RETRYABLE_CODES or response.status_code >= 500:
-            return Retryable(error, reason=str(code or ""))
-        raise error
 
     def _build(self, action: str, params: Mapping[str, str]) -> httpx.Request:
         """A freshly signed request: new nonce and UTC timestamp on every attempt."""
@@ -489,39 +475,24 @@ class AlidnsProvider(AccountZonesProvider[AlidnsConfig, str]):
     def _error(
         self, action: str, params: Mapping[str, str], response: httpx.Response, body: dict[str, Any] | None
     ) -> AlidnsError:
-        if body is None:
-            snippet = response.text[:200].strip()
-            return AlidnsError(
-                f"Alidns {action} failed: HTTP {response.status_code} with a non-JSON answer "
-                f"({snippet!r}); check ALIDNS_ENDPOINT",
+        def describe(code: str, server_message: str) -> str:
+            known = self._zones.known(None)
+            zones = None
+            if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and known is not None:
+                zones = [z.name for z in known]
+            return describe_error(
                 action=action,
-                status=response.status_code,
+                code=code,
+                server_message=server_message,
+                access_key_id=self.config.access_key_id,
+                offset=clock_offset(response.headers.get("date"), self._clock()),
+                zones=zones,
+                domain=params.get("DomainName"),
             )
-        code = str(body.get("Code") or f"HTTP{response.status_code}")
-        server_message = str(body.get("Message", ""))
-        zones = None
-        known = self._zones.known(None)
-        if code in ("InvalidDomainName.NoExist", "IncorrectDomainUser") and known is not None:
-            zones = [z.name for z in known]
-        message = describe_error(
-            action=action,
-            code=code,
-            server_message=server_message,
-            access_key_id=self.config.access_key_id,
-            offset=clock_offset(response.headers.get("date"), self._clock()),
-            zones=zones,
-            domain=params.get("DomainName"),
-        )
-        request_id = body.get("RequestId")
-        if request_id:
-            message += f" [RequestId {request_id}]"
-        return AlidnsError(
-            message,
-            action=action,
-            code=code,
-            status=response.status_code,
-            request_id=str(request_id) if request_id else None,
-            server_message=server_message,
+
+        return rpc.api_error(
+            AlidnsError, response, body, name="Alidns", action=action, endpoint_var="ALIDNS_ENDPOINT",
+            describe=describe,
         )
 
 

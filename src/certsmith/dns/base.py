@@ -29,11 +29,12 @@ One module per provider (``certsmith/dns/<name>.py``) holding:
    for an unset-means-default variable), :func:`parse_bool` and :func:`parse_host_port`,
    whose :class:`ConfigError` messages name the variable.
    Keep secrets out of ``repr`` (``field(repr=False)``).
-3. The provider class: ``info: ClassVar[ProviderInfo]`` (name, title, description,
-   ``env=ENV``, an example, links, ``default_propagation_timeout``), ``__init__(config)``,
-   ``from_env`` returning ``cls(ExampleConfig.from_env(env))``, the
-   ``propagation_timeout`` property (``config.propagation_timeout`` or the metadata's
-   default), and the async ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
+3. The provider class, a ``ConfiguredProvider[ExampleConfig]`` (which gives ``repr`` and the
+   ``propagation_timeout`` property: ``config.propagation_timeout`` or the metadata's default):
+   ``info: ClassVar[ProviderInfo]`` (name, title, description, ``env=ENV``, an example, links,
+   ``default_propagation_timeout``), ``__init__(config)`` setting ``self.config``,
+   ``from_env`` returning ``cls(ExampleConfig.from_env(env))``, and the async
+   ``present``/``cleanup``/``aclose`` of :class:`DnsProvider`.
    Import heavy libraries (httpx, SDKs) inside the methods that need them, so that
    ``certsmith dns list`` can read ``info`` without them.
    A provider for an HTTP API subclasses :class:`certsmith.dns.http_api.RecordApiProvider`
@@ -56,30 +57,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from certsmith import _plugins
-from certsmith._redact import add_secret
+
+# EnvVar and parse_bool are shared with the deploy targets; providers import them from here.
+from certsmith._env import EnvVar as EnvVar
+from certsmith._env import parse_bool as parse_bool
+from certsmith._env import resolve
 from certsmith.errors import ConfigError, ProviderConfigError
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    """One environment variable a provider reads.
-
-    ``aliases`` are the names other tools use for the same setting (lego, acme.sh);
-    a ``secret`` variable may also be given as ``<NAME>_FILE`` pointing to a file, and
-    its value is masked in every log line (see :mod:`certsmith._redact`).
-    """
-
-    name: str
-    description: str
-    required: bool = False
-    secret: bool = False
-    default: str | None = None
-    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +127,32 @@ class DnsProvider(Protocol):
         ...
 
 
+class ProviderConfig(Protocol):
+    """What :class:`ConfiguredProvider` needs of a provider's config dataclass."""
+
+    @property
+    def propagation_timeout(self) -> float | None: ...
+
+
+C = TypeVar("C", bound=ProviderConfig)
+
+
+class ConfiguredProvider(Generic[C]):
+    """What every provider built from a config has: ``config``, ``repr`` and ``propagation_timeout``
+    (the config's override, else ``info.default_propagation_timeout``). Its ``__init__`` sets ``self.config``."""
+
+    info: ClassVar[ProviderInfo]
+    config: C
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    @property
+    def propagation_timeout(self) -> float:
+        """The configured ``<PROVIDER>_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
+        return self.config.propagation_timeout or self.info.default_propagation_timeout
+
+
 # -- reading the environment ------------------------------------------------------------
 
 
@@ -154,37 +167,10 @@ def read_env(
     of every ``secret`` variable is registered with :func:`certsmith._redact.add_secret`,
     so it never shows in a log line, however the provider uses it.
     """
-    values: dict[str, str] = {}
-    missing: list[str] = []
-    for var in variables:
-        value = _lookup(env, var)
-        if value is None:
-            if var.required:
-                names = " or ".join((var.name, *var.aliases))
-                missing.append(names)
-            elif var.default is not None:
-                values[var.name] = var.default
-            continue
-        if var.secret:
-            add_secret(value)
-        values[var.name] = value
+    values, missing = resolve(env, variables)
     if missing:
-        raise ProviderConfigError(provider, missing, hint)
+        raise ProviderConfigError(provider, [" or ".join((var.name, *var.aliases)) for var in missing], hint)
     return values
-
-
-def _lookup(env: Mapping[str, str], var: EnvVar) -> str | None:
-    for name in (var.name, *var.aliases):
-        value = env.get(name)
-        if value:
-            return value
-        if var.secret and env.get(name + "_FILE"):
-            path = Path(env[name + "_FILE"])
-            try:
-                return path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read {name}_FILE ({path}): {exc.strerror}") from None
-    return None
 
 
 # -- turning text into values -----------------------------------------------------------
@@ -226,20 +212,6 @@ def optional_seconds(values: Mapping[str, str], name: str) -> float | None:
     """:func:`parse_seconds` of ``values[name]``, or ``None`` when the variable is not set."""
     text = values.get(name)
     return None if text is None else parse_seconds(name, text)
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def parse_bool(name: str, text: str) -> bool:
-    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case)."""
-    key = text.strip().lower()
-    if key in _TRUE:
-        return True
-    if key in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off), not {text!r}")
 
 
 def parse_host_port(text: str, what: str, *, default_port: int = 53, require_ip: bool = False) -> tuple[str, int]:
@@ -337,14 +309,17 @@ ENTRY_POINT_GROUP = "certsmith.dns_providers"
 LEXICON_PREFIX = "lexicon:"
 
 
+_REGISTRY = _plugins.Registry(_BUILTINS, ENTRY_POINT_GROUP)
+
+
 def builtin_providers() -> list[str]:
     """Names of the providers that ship with certsmith, sorted (what the README documents)."""
-    return sorted(_BUILTINS)
+    return _REGISTRY.builtin_names()
 
 
 def available_providers() -> list[str]:
     """Names of every provider, built-in or installed, sorted."""
-    return _plugins.importable(_plugins.registered(_BUILTINS, ENTRY_POINT_GROUP))
+    return _REGISTRY.available()
 
 
 def provider_class(name: str) -> type[DnsProvider]:
@@ -356,7 +331,7 @@ def provider_class(name: str) -> type[DnsProvider]:
         from certsmith.dns.lexicon_bridge import lexicon_provider_class
 
         return lexicon_provider_class(name[len(LEXICON_PREFIX) :])
-    target = _plugins.registered(_BUILTINS, ENTRY_POINT_GROUP).get(name)
+    target = _REGISTRY.ref(name)
     if target is None:
         known = ", ".join(available_providers())
         raise ConfigError(f"unknown DNS provider {name!r}; available: {known}, or lexicon:<provider> (dns-lexicon)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
 
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_seconds, read_env
+from certsmith.dns.base import ConfiguredProvider, EnvVar, ProviderInfo, optional_seconds, parse_seconds, read_env
 from certsmith.errors import ConfigError, DnsError
 
 log = logging.getLogger("certsmith.dns")
@@ -89,7 +89,7 @@ class ExecConfig:
         )
 
 
-class ExecProvider:
+class ExecProvider(ConfiguredProvider[ExecConfig]):
     """Runs a user program to create and delete TXT records."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -115,10 +115,6 @@ class ExecProvider:
         """Build from lego's ``EXEC_*`` variables (see ``info.env`` and :class:`ExecConfig`)."""
         return cls(ExecConfig.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``EXEC_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def present(self, fqdn: str, value: str) -> None:
         """Run ``EXEC_PATH present FQDN VALUE``."""

@@ -30,29 +30,21 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, ClassVar, Generic, TypedDict, TypeVar, Unpack
+
+from certsmith.dns.base import C as C  # the config type of a provider; its subclasses import it from here
+from certsmith.dns.base import ConfiguredProvider
 
 if TYPE_CHECKING:
     import asyncio
 
     import httpx
 
-    from certsmith.dns.base import ProviderInfo
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 V = TypeVar("V")
-
-
-class ProviderConfig(Protocol):
-    """What the base needs of a provider's config dataclass."""
-
-    @property
-    def propagation_timeout(self) -> float | None: ...
-
-
-C = TypeVar("C", bound=ProviderConfig)
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ def normalise(fqdn: str) -> str:
     return fqdn.strip().lower().rstrip(".") + "."
 
 
-class ApiProvider(Generic[C]):
+class ApiProvider(ConfiguredProvider[C]):
     """What every provider of a remote API has: its config, a retry policy, ``repr`` and ``propagation_timeout``.
 
     A subclass sets ``info``, keeps its own ``__init__`` signature (its defaults are
@@ -175,20 +167,10 @@ class ApiProvider(Generic[C]):
     (``route53``).
     """
 
-    info: ClassVar[ProviderInfo]
-
     def __init__(self, config: C, *, retry: RetryPolicy) -> None:
         self.config = config
         self._retry = retry
         self._log = logging.getLogger(type(self).__module__)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r})"
-
-    @property
-    def propagation_timeout(self) -> float:
-        """The config's ``propagation_timeout``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
 
 class HttpApiProvider(ApiProvider[C]):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from certsmith.dns.base import EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
+from certsmith.dns.base import ConfiguredProvider, EnvVar, ProviderInfo, optional_seconds, parse_int, read_env
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _resolver(settings: Mapping[str, Any], provider: str, options: Mapping[str, 
     return resolver
 
 
-class LexiconProvider:
+class LexiconProvider(ConfiguredProvider[LexiconConfig]):
     """Base of the classes :func:`lexicon_provider_class` makes; ``lexicon_name`` picks the provider."""
 
     info: ClassVar[ProviderInfo]
@@ -273,10 +273,6 @@ class LexiconProvider:
         """Build from ``LEXICON_<PROVIDER>_<OPTION>`` and the global ``LEXICON_*`` variables."""
         return cls(LexiconConfig.for_provider(cls.lexicon_name, cls.info, env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``LEXICON_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     async def aclose(self) -> None:
         """Nothing to release: each call opens and closes its own lexicon client."""

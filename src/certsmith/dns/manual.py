@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Self, TextIO
 
-from certsmith.dns.base import EnvVar, ProviderInfo, read_env
+from certsmith.dns.base import ConfiguredProvider, EnvVar, ProviderInfo, read_env
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class ManualConfig:
         return cls()
 
 
-class ManualProvider:
+class ManualProvider(ConfiguredProvider[ManualConfig]):
     """Asks the person at the terminal to create and delete the TXT records."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -113,10 +113,6 @@ class ManualProvider:
                 "run certsmith in a terminal or choose a provider with an API (certsmith dns list)"
             )
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``info.default_propagation_timeout``: people take a while to edit a zone."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
 
     @property
     def stdin(self) -> TextIO | None:

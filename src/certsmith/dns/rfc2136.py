@@ -29,6 +29,7 @@ import dns.tsig
 import dns.update
 
 from certsmith.dns.base import (
+    ConfiguredProvider,
     EnvVar,
     ProviderInfo,
     is_ip_address,
@@ -164,7 +165,7 @@ def _check_name(text: str, variable: str) -> dns.name.Name:
         raise ConfigError(f"{variable} {text!r} is not a valid DNS name: {exc}") from None
 
 
-class Rfc2136Provider:
+class Rfc2136Provider(ConfiguredProvider[Rfc2136Config]):
     """Creates and deletes TXT records with TSIG-signed RFC 2136 updates."""
 
     info: ClassVar[ProviderInfo] = ProviderInfo(
@@ -206,13 +207,6 @@ class Rfc2136Provider:
         """Build from lego's ``RFC2136_*`` variables (see ``info.env`` and :class:`Rfc2136Config`)."""
         return cls(Rfc2136Config.from_env(env))
 
-    @property
-    def propagation_timeout(self) -> float:
-        """``RFC2136_PROPAGATION_TIMEOUT``, else ``info.default_propagation_timeout``."""
-        return self.config.propagation_timeout or self.info.default_propagation_timeout
-
-    def __repr__(self) -> str:
-        return f"Rfc2136Provider({self.config!r})"
 
     async def present(self, fqdn: str, value: str) -> None:
         """Add the TXT record ``fqdn`` = ``value`` (adding it twice is harmless)."""

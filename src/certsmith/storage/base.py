@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
 
 from certsmith._constants import KEY_TYPES
 from certsmith._time import parse_time
@@ -29,8 +30,10 @@ __all__ = [
     "Store",
     "StoreProblem",
     "StoredAccount",
+    "check_directory_url",
     "rate_refusal",
     "validate_challenge_token",
+    "validate_journal_key",
     "validate_lineage_name",
 ]
 
@@ -269,6 +272,28 @@ class RenewalState:
         return cls(version=_get(data, "version", int), **text)
 
 
+def parse_renewal_state(raw: bytes | str) -> RenewalState | None:
+    """A stored :class:`RenewalState`, or ``None`` when it is damaged: it is only a cache of the CA's
+    answers, and asking again repairs it."""
+    try:
+        return RenewalState.from_json(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def state_damage(raw: bytes | str, *, renewal: bool) -> str | None:
+    """Why a stored renewal state (``renewal``) or deploy state cannot be read, or ``None`` (``store check``)."""
+    try:
+        data = json.loads(raw)
+        if renewal:
+            RenewalState.from_json(data)
+        elif not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        return f"unreadable ({exc})"
+    return None
+
+
 # -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ----------
 
 
@@ -324,6 +349,29 @@ def rate_refusal(
         if refusal is None or wait > refusal.wait:
             refusal = RateRefusal(bucket, max(wait, 0.0))
     return refusal
+
+def validate_journal_key(key: str) -> str:
+    """Return ``key`` if it names a journal entry (1 to 64 ASCII letters and digits), else :class:`ConfigError`."""
+    if not (0 < len(key) <= 64 and key.isascii() and key.isalnum()):
+        raise ConfigError(f"invalid journal key {key!r}")
+    return key
+
+
+def check_directory_url(directory_url: str) -> SplitResult:
+    """The parts of an ACME directory URL, which the stores turn into names; :class:`ConfigError` unless it is an
+    absolute http(s) URL with a valid port."""
+    parts = urlsplit(directory_url)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for an invalid port
+    except ValueError as exc:
+        raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
+            "e.g. https://acme-v02.api.letsencrypt.org/directory"
+        )
+    return parts
+
 
 @dataclass(frozen=True)
 class StoreProblem:

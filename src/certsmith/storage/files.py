@@ -49,11 +49,10 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from certsmith._atomic import replace_file, sync_directory
 from certsmith._constants import CERT_FILE, CHAIN_FILE, FULLCHAIN_FILE, KEY_FILE, LINEAGE_FILES
@@ -67,9 +66,13 @@ from certsmith.storage.base import (
     RenewalState,
     StoredAccount,
     StoreProblem,
+    check_directory_url,
     parse_deploy_state,
+    parse_renewal_state,
     rate_refusal,
+    state_damage,
     validate_challenge_token,
+    validate_journal_key,
     validate_lineage_name,
 )
 
@@ -87,12 +90,6 @@ _STAGING_PREFIX = ".staging-"
 _DELETED_PREFIX = ".deleted-"
 _LOCK_POLL = 0.05
 _WRITE_HINT = "check that the directory exists, is writable by this user and the disk is not full"
-
-
-def _journal_key(key: str) -> str:
-    if not (0 < len(key) <= 64 and key.isascii() and key.isalnum()):
-        raise ConfigError(f"invalid journal key {key!r}")
-    return key
 
 
 def _rmtree(path: str | Path, *, ignore_errors: bool = False) -> None:
@@ -154,17 +151,9 @@ def _pid_alive(pid: int) -> bool:
 
 def _account_label(directory_url: str) -> tuple[str, str]:
     """A readable, path-safe label for the CA's host and a digest of the whole URL."""
-    parts = urlsplit(directory_url)
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
-            "e.g. https://acme-v02.api.letsencrypt.org/directory"
-        )
-    label = re.sub(r"[^a-z0-9.-]", "_", parts.hostname.lower())
+    parts = check_directory_url(directory_url)
+    port = parts.port
+    label = re.sub(r"[^a-z0-9.-]", "_", (parts.hostname or "").lower())
     if label.startswith("."):
         label = "_" + label  # never '.' or '..' as a path component
     if port is not None:
@@ -381,7 +370,7 @@ class FileStore:
 
     def account_lock(self, directory_url: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the account of ``directory_url`` across processes (see :meth:`alock`)."""
-        return self._alock(self.account_lock_path(directory_url), f"the account for {directory_url}", wait)
+        return _Flock(self, self.account_lock_path(directory_url), f"the account for {directory_url}", wait)
 
     # -- certificates ------------------------------------------------------------
 
@@ -489,11 +478,8 @@ class FileStore:
         meta = self.load_meta(name)
         if raw is None or meta is None:
             return None
-        try:
-            state = RenewalState.from_json(json.loads(raw))
-        except ValueError:
-            return None  # only a cache of the CA's answers: asking again repairs it
-        return state if state.version == meta.version else None
+        state = parse_renewal_state(raw)
+        return state if state is not None and state.version == meta.version else None
 
     def save_state(self, name: str, state: RenewalState) -> None:
         directory = self.lineage_dir(name)
@@ -520,10 +506,10 @@ class FileStore:
         directory = self.root / "journal"
         self._ensure_dir(directory)
         data = json.dumps(dict(record), sort_keys=True).encode()
-        atomic_write(directory / f"{_journal_key(key)}.json", data, 0o600)
+        atomic_write(directory / f"{validate_journal_key(key)}.json", data, 0o600)
 
     def journal_remove(self, key: str) -> None:
-        path = self.root / "journal" / f"{_journal_key(key)}.json"
+        path = self.root / "journal" / f"{validate_journal_key(key)}.json"
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
@@ -582,8 +568,7 @@ class FileStore:
 
     # -- locks -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
+    def lock(self, name: str, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
         """Hold certificate ``name`` exclusively across processes.
 
         Retries for up to ``wait`` seconds, then raises :class:`LockedError` naming
@@ -591,36 +576,11 @@ class FileStore:
         is never stale. The lock file is kept (deleting it would let two processes
         lock different inodes of the same name).
         """
-        path, what = self.lock_path(name), f"certificate {name!r}"
-        fd = self._open_lock(path)
-        try:
-            for pause in _lock_pauses(fd, path, what, wait):
-                time.sleep(pause)
-            try:
-                yield
-            finally:
-                _release(fd)
-        finally:
-            os.close(fd)
+        return _Flock(self, self.lock_path(name), f"certificate {name!r}", wait)
 
     def alock(self, name: str, *, wait: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
         """:meth:`lock` for ``async with``: waits with ``asyncio.sleep``, never blocks."""
-        return self._alock(self.lock_path(name), f"certificate {name!r}", wait)
-
-    @contextlib.asynccontextmanager
-    async def _alock(self, path: Path, what: str, wait: float) -> AsyncIterator[None]:
-        import asyncio  # here, not at the top: list and show read the store without an event loop
-
-        fd = self._open_lock(path)
-        try:
-            for pause in _lock_pauses(fd, path, what, wait):
-                await asyncio.sleep(pause)
-            try:
-                yield
-            finally:
-                _release(fd)
-        finally:
-            os.close(fd)
+        return _Flock(self, self.lock_path(name), f"certificate {name!r}", wait)
 
     def _open_lock(self, path: Path) -> int:
         self._ensure_dir(path.parent)
@@ -647,16 +607,8 @@ class FileStore:
     def rate_take(self, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
         path = self.rate_path()
         lock = self.root / "locks" / ".ratelimits.lock"
-        fd = self._open_lock(lock)
-        try:
-            for pause in _lock_pauses(fd, lock, "the rate limiter", 30.0):
-                time.sleep(pause)
-            try:
-                return self._rate_take_locked(path, buckets, now)
-            finally:
-                _release(fd)
-        finally:
-            os.close(fd)
+        with _Flock(self, lock, "the rate limiter", 30.0):
+            return self._rate_take_locked(path, buckets, now)
 
     def _rate_take_locked(self, path: Path, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
         raw = self._read(path, "the rate limiter's state")
@@ -920,14 +872,9 @@ class FileStore:
             raw = self._read(path / filename, filename)
             if raw is None:
                 continue
-            try:
-                data = json.loads(raw)
-                if filename == _STATE_FILE:
-                    RenewalState.from_json(data)
-                elif not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:
-                problems.append(StoreProblem("damaged", str(path / filename), f"unreadable ({exc})"))
+            damage = state_damage(raw, renewal=filename == _STATE_FILE)
+            if damage is not None:
+                problems.append(StoreProblem("damaged", str(path / filename), damage))
         return problems
 
 
@@ -941,6 +888,54 @@ def _make_current(directory: Path, version: int, *, has_key: bool) -> None:
         elif not (link.is_symlink() and os.readlink(link) == f"current/{filename}"):
             _replace_symlink(link, f"current/{filename}")
     _replace_symlink(directory / "current", f"archive/{version}")
+
+
+class _Flock:
+    """An flock(2) on a lock file of ``store``, held inside ``with`` or ``async with``.
+
+    Both wait the same way (:func:`_lock_pauses`), sleeping with ``time.sleep`` or
+    ``asyncio.sleep``; the lock file is closed however the wait or the hold ends.
+    """
+
+    def __init__(self, store: FileStore, path: Path, what: str, wait: float) -> None:
+        self._store, self._path, self._what, self._wait = store, path, what, wait
+        self._fd: int | None = None
+
+    def _pauses(self) -> Generator[float, None, None]:
+        """Open the lock file and yield the pauses until the lock is taken; closed if the wait ends otherwise."""
+        fd = self._store._open_lock(self._path)
+        try:
+            yield from _lock_pauses(fd, self._path, self._what, self._wait)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                _release(fd)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> None:
+        with contextlib.closing(self._pauses()) as pauses:
+            for pause in pauses:
+                time.sleep(pause)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._unlock()
+
+    async def __aenter__(self) -> None:
+        import asyncio  # here, not at the top: list and show read the store without an event loop
+
+        with contextlib.closing(self._pauses()) as pauses:
+            for pause in pauses:
+                await asyncio.sleep(pause)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._unlock()
 
 
 def _lock_pauses(fd: int, path: Path, what: str, wait: float) -> Iterator[float]:

@@ -67,8 +67,12 @@ from certsmith.storage.base import (
     RenewalState,
     StoredAccount,
     StoreProblem,
+    check_directory_url,
     parse_deploy_state,
+    parse_renewal_state,
+    state_damage,
     validate_challenge_token,
+    validate_journal_key,
     validate_lineage_name,
 )
 
@@ -187,23 +191,8 @@ def _bytes(value: object) -> bytes | None:
 
 
 def _account_id(directory_url: str) -> str:
-    parts = urlsplit(directory_url)
-    try:
-        parts.port  # noqa: B018 -- raises ValueError for an invalid port
-    except ValueError as exc:
-        raise ConfigError(f"ACME directory URL {directory_url!r} has an invalid port") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"ACME directory URL {directory_url!r} must be an absolute http(s) URL, "
-            "e.g. https://acme-v02.api.letsencrypt.org/directory"
-        )
+    check_directory_url(directory_url)
     return hashlib.sha256(directory_url.encode()).hexdigest()[:32]
-
-
-def _journal_key(key: str) -> str:
-    if not (0 < len(key) <= 64 and key.isascii() and key.isalnum()):
-        raise ConfigError(f"invalid journal key {key!r}")
-    return key
 
 
 class _Lease:
@@ -670,11 +659,8 @@ class RedisStore:
             current, raw = (_bytes(v) for v in self._client.hmget(self._lineage_key(name), ["current", "state"]))
         if raw is None or current is None:
             return None
-        try:
-            state = RenewalState.from_json(json.loads(raw))
-        except ValueError:
-            return None  # only a cache of the CA's answers: asking again repairs it
-        return state if str(state.version).encode() == current else None
+        state = parse_renewal_state(raw)
+        return state if state is not None and str(state.version).encode() == current else None
 
     def save_state(self, name: str, state: RenewalState) -> None:
         key = self._lineage_key(name)
@@ -723,7 +709,7 @@ class RedisStore:
     # -- journal -----------------------------------------------------------------------
 
     def journal_add(self, key: str, record: Mapping[str, Any]) -> None:
-        field = _journal_key(key)
+        field = validate_journal_key(key)
         data = json.dumps(dict(record), sort_keys=True)
 
         def build(pipe: Pipeline) -> None:
@@ -734,7 +720,7 @@ class RedisStore:
         self._write("note a challenge artefact in the journal", None, (), build)
 
     def journal_remove(self, key: str) -> None:
-        field = _journal_key(key)
+        field = validate_journal_key(key)
 
         def build(pipe: Pipeline) -> None:
             pipe.multi()
@@ -996,15 +982,9 @@ class RedisStore:
             missing = f"its current version {fields['current'].decode()} is missing"
             problems.append(StoreProblem("damaged", key, missing))
         for field in ("state", "deploy"):
-            if field in fields:
-                try:
-                    data = json.loads(fields[field])
-                    if field == "state":
-                        RenewalState.from_json(data)
-                    elif not isinstance(data, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    problems.append(StoreProblem("damaged", f"{key} {field}", f"unreadable ({exc})"))
+            damage = state_damage(fields[field], renewal=field == "state") if field in fields else None
+            if damage is not None:
+                problems.append(StoreProblem("damaged", f"{key} {field}", damage))
         return problems
 
     def _audit_version(self, key: str, name: str, version: int) -> list[StoreProblem]:
