@@ -1,1 +1,1 @@
-"""Taking a stored certificate to where it is served: the deploy hook (and, later, deploy targets)."""
+"""Taking a stored certificate to where it is served: deploy targets (files, reload, Alibaba Cloud) and the hook."""
