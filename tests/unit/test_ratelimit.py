@@ -84,3 +84,25 @@ def test_orders_then_certificates_and_the_exemptions() -> None:
         limiter.before_finalize(LE, names, NOW, same_names_renewal=True)
     with pytest.raises(RateLimited, match="exact set of names is limited to 4 per 1w"):
         limiter.before_finalize(LE, names, NOW, same_names_renewal=True)
+
+
+def test_a_ca_without_limits_costs_no_public_suffix_list_and_no_store_call() -> None:
+    """Parsing the Public Suffix List takes about 0.1 s: an issue at a CA without limits must not pay it."""
+    from certsmith import ratelimit
+
+    class CountingStore(MemoryStore):
+        takes = 0
+
+        def rate_take(self, *args: object, **kwargs: object) -> None:
+            CountingStore.takes += 1
+
+    ratelimit._suffix_list.cache_clear()
+    limiter = RateLimiter(CountingStore(), {OTHER: {"new-orders": Limit(5, 60.0)}})
+    for url in ("https://127.0.0.1:14000/dir", OTHER):
+        limiter.before_new_account(url, NOW)
+        limiter.before_new_order(url, "acct", ["a.example.com"], NOW)
+        limiter.before_finalize(url, ["a.example.com"], NOW)
+    assert ratelimit._suffix_list.cache_info().currsize == 0  # OTHER limits orders, not registered domains
+    assert CountingStore.takes == 1  # OTHER's new order only
+    limiter.before_new_order(LE, "acct", ["a.example.com"], NOW)
+    assert ratelimit._suffix_list.cache_info().currsize == 1
