@@ -541,3 +541,47 @@ def test_read_only_webroot(tmp_path: Path) -> None:
             run(Http01Solver(webroot=webroot).present([JOB_A]))
     finally:
         webroot.chmod(0o755)
+
+
+class _SlowBoard:
+    """A shared store whose look-up of one token blocks (a Redis far away), the others answer at once."""
+
+    def __init__(self) -> None:
+        self.answers = {"A" * 43: "slow.key", "B" * 43: "fast.key"}
+
+    def challenge_publish(self, token: str, key_authorization: str, ttl: float) -> None:
+        self.answers[token] = key_authorization
+
+    def challenge_lookup(self, token: str) -> str | None:
+        if token.startswith("A"):
+            time.sleep(1.0)
+        return self.answers.get(token)
+
+    def challenge_withdraw(self, token: str) -> None:
+        self.answers.pop(token, None)
+
+
+def test_a_slow_shared_store_holds_one_request_not_the_server() -> None:
+    """serve-challenges asks the store off the event loop: a blocked look-up does not stall other requests."""
+    from certsmith.challenges.http01 import SharedHttp01Responder
+
+    port = free_port()
+
+    async def scenario() -> tuple[float, int, bytes, int, bytes]:
+        responder = SharedHttp01Responder(_SlowBoard(), port=port, host=LOOPBACK)
+        await responder.start()
+        try:
+            slow = asyncio.create_task(get(port, "A" * 43))
+            await asyncio.sleep(0.1)  # the slow look-up is under way
+            started = time.monotonic()
+            fast = await get(port, "B" * 43)
+            waited = time.monotonic() - started
+            slow_answer = await slow
+        finally:
+            await responder.aclose()
+        return waited, fast.status_code, fast.content, slow_answer.status_code, slow_answer.content
+
+    waited, fast_status, fast_body, slow_status, slow_body = run(scenario())
+    assert (fast_status, fast_body) == (200, b"fast.key")
+    assert waited < 0.6, f"the fast request waited {waited:.2f} s behind the slow look-up"
+    assert (slow_status, slow_body) == (200, b"slow.key")

@@ -355,7 +355,7 @@ class Http01Solver:
                 break
             if request is None:
                 return  # the client closed the connection
-            status, body, keep_alive, extra = self._answer(request)
+            status, body, keep_alive, extra = await self._answer(request)
             writer.write(_response(status, body, head=request.method == "HEAD", keep_alive=keep_alive, extra=extra))
             async with asyncio.timeout(self.request_timeout):
                 await writer.drain()
@@ -363,7 +363,7 @@ class Http01Solver:
                 break
         await _close_gracefully(reader, writer)
 
-    def _answer(self, request: _Request) -> tuple[int, bytes, bool, dict[str, str]]:
+    async def _answer(self, request: _Request) -> tuple[int, bytes, bool, dict[str, str]]:
         """Status, body, whether to keep the connection, extra headers."""
         connection = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
         if request.version == "HTTP/1.1":
@@ -393,16 +393,17 @@ class Http01Solver:
             token = path[len(CHALLENGE_PATH) :]
             if is_valid_token(token):
                 try:
-                    value = self._lookup(token)
-                except CertsmithError as exc:
-                    log.warning("cannot look up http-01 token %s: %s", token, exc)
+                    async with asyncio.timeout(self.request_timeout):
+                        value = await self._lookup(token)
+                except (CertsmithError, TimeoutError) as exc:
+                    log.warning("cannot look up http-01 token %s: %s", token, exc or "timed out")
                     return 503, b"answers unavailable\n", False, {"Retry-After": "5"}
                 if value is not None:
                     log.debug("answered http-01 request for token %s", token)
                     return 200, value.encode("ascii", errors="replace"), keep_alive, {}
         return 404, b"not found\n", keep_alive, {}
 
-    def _lookup(self, token: str) -> str | None:
+    async def _lookup(self, token: str) -> str | None:
         """The key authorization this server answers ``token`` with, or ``None``."""
         active = self._active.get(token)
         return active.key_authorization if active is not None else None
@@ -509,5 +510,6 @@ class SharedHttp01Responder(Http01Solver):
         """Listen on the port (a ListenError says why not)."""
         await self._listener.start()
 
-    def _lookup(self, token: str) -> str | None:
-        return self.answers.challenge_lookup(token)
+    async def _lookup(self, token: str) -> str | None:
+        """Asked of the store in a thread: a slow store (Redis across the network) holds one request, not all."""
+        return await asyncio.to_thread(self.answers.challenge_lookup, token)
