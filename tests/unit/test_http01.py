@@ -571,9 +571,9 @@ def test_a_slow_shared_store_holds_one_request_not_the_server() -> None:
         responder = SharedHttp01Responder(_SlowBoard(), port=port, host=LOOPBACK)
         await responder.start()
         try:
-            slow = asyncio.create_task(get(port, "A" * 43))
-            await asyncio.sleep(0.1)  # the slow look-up is under way
             started = time.monotonic()
+            slow = asyncio.create_task(get(port, "A" * 43))
+            await asyncio.sleep(0.1)  # the slow look-up is under way (a blocked loop wakes up only after it)
             fast = await get(port, "B" * 43)
             waited = time.monotonic() - started
             slow_answer = await slow
@@ -583,5 +583,5 @@ def test_a_slow_shared_store_holds_one_request_not_the_server() -> None:
 
     waited, fast_status, fast_body, slow_status, slow_body = run(scenario())
     assert (fast_status, fast_body) == (200, b"fast.key")
-    assert waited < 0.6, f"the fast request waited {waited:.2f} s behind the slow look-up"
+    assert waited < 0.7, f"the fast request was answered {waited:.2f} s after the slow one began"
     assert (slow_status, slow_body) == (200, b"slow.key")
