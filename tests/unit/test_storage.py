@@ -989,3 +989,17 @@ def test_a_shared_sticky_directory_is_refused_not_tightened(tmp_path: Path, pair
     with pytest.raises(StorageError, match="shared directory"):
         save(FileStore(shared), pairs[0])
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_rate_limiter_state_of_the_older_format_still_counts(tmp_path: Path) -> None:
+    """A ratelimits.json written as {key: [times]} (before windows were stored) is read, as a week's tokens."""
+    from certsmith.storage.base import RateBucket
+
+    store = FileStore(tmp_path / "state")
+    store.root.mkdir(parents=True)
+    store.rate_path().write_text(json.dumps({"o": [100.0], "x": [1.0]}))
+    refused = store.rate_take([RateBucket("o", 1, 10.0)], 105.0)
+    assert refused is not None and refused.wait == pytest.approx(5.0)
+    assert store.rate_take([RateBucket("o", 1, 10.0)], 111.0) is None
+    saved = json.loads(store.rate_path().read_text())
+    assert saved == {"o": {"window": 10.0, "times": [111.0]}, "x": {"window": 7 * 86400.0, "times": [1.0]}}

@@ -288,6 +288,17 @@ def test_rate_take_is_all_or_nothing_and_names_the_bucket_that_frees_last(store:
         assert store.rate_take([other], 4.0 + i) is None
 
 
+def test_a_long_window_is_kept_while_other_buckets_are_asked(store: Store) -> None:
+    """A bucket with a month's window still counts after other calls, more than a week later, pruned the rest."""
+    day = 86400.0
+    monthly, daily = RateBucket("m", 1, 30 * day), RateBucket("o", 5, day)
+    assert store.rate_take([monthly], 0.0) is None
+    assert store.rate_take([daily], 8 * day) is None  # a call that never names "m"
+    assert store.rate_take([daily], 9 * day) is None
+    refused = store.rate_take([monthly], 10 * day)
+    assert refused is not None and refused.wait == pytest.approx(20 * day)
+
+
 def test_rate_take_can_check_without_taking(store: Store) -> None:
     bucket = RateBucket("d", 1, 60.0)
     peek = RateBucket("d", 1, 60.0, take=False)

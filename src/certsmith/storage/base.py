@@ -350,6 +350,7 @@ def rate_refusal(
             refusal = RateRefusal(bucket, max(wait, 0.0))
     return refusal
 
+
 def validate_journal_key(key: str) -> str:
     """Return ``key`` if it names a journal entry (1 to 64 ASCII letters and digits), else :class:`ConfigError`."""
     if not (0 < len(key) <= 64 and key.isascii() and key.isalnum()):

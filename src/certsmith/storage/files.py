@@ -163,6 +163,10 @@ def _account_label(directory_url: str) -> tuple[str, str]:
     return label, hashlib.sha256(directory_url.encode()).hexdigest()[:16]
 
 
+#: How long a token of a bucket whose window was never recorded counts (the longest default window).
+_RATE_WINDOW_UNKNOWN = 7 * 86400.0
+
+
 class FileStore:
     """The on-disk :class:`~certsmith.storage.base.Store` (layout in the module docstring)."""
 
@@ -594,7 +598,7 @@ class FileStore:
 
     # -- the shared rate limiter and shared http-01 answers (issue 11, items 3 and 4) ------
     #
-    #   ratelimits.json              {bucket key: [times a token was taken, ...]} (0600)
+    #   ratelimits.json              {bucket key: {"window": seconds, "times": [token times]}} (0600)
     #   locks/.ratelimits.lock       flock(2) around every read-modify-write of it
     #   challenges/<token>.json      {"key_authorization": ..., "expires": epoch seconds} (0600)
 
@@ -613,21 +617,22 @@ class FileStore:
     def _rate_take_locked(self, path: Path, buckets: Sequence[RateBucket], now: float) -> RateRefusal | None:
         raw = self._read(path, "the rate limiter's state")
         taken: dict[str, list[float]] = {}
+        windows: dict[str, float] = {}
         if raw:
             try:
                 data = json.loads(raw)
             except ValueError:
                 data = None
             if isinstance(data, dict):
-                for key, times in data.items():
-                    if isinstance(times, list):
-                        taken[key] = [float(t) for t in times if isinstance(t, int | float)]
+                for key, entry in data.items():
+                    times, window = _rate_entry(entry)
+                    if times is not None:
+                        taken[key], windows[key] = times, window
             else:  # a damaged file forgets what it counted; say so, never crash the renewal
                 log.warning("the rate limiter's state %s is damaged; starting it afresh", path)
-        horizon = {b.key: b.window for b in buckets}
-        for key in list(taken):  # drop what has left every window (buckets not asked about: a week at most)
-            window = horizon.get(key, 7 * 86400.0)
-            taken[key] = [t for t in taken[key] if t > now - window]
+        windows.update({b.key: b.window for b in buckets})
+        for key in list(taken):  # drop what has left its bucket's window (as last asked for)
+            taken[key] = [t for t in taken[key] if t > now - windows[key]]
             if not taken[key]:
                 del taken[key]
         refusal = rate_refusal(buckets, taken, now)
@@ -636,9 +641,10 @@ class FileStore:
         for bucket in buckets:
             if bucket.take:
                 taken.setdefault(bucket.key, []).append(now)
+        state = {key: {"window": windows[key], "times": times} for key, times in taken.items()}
         self._ensure_dir(self.root)
         try:
-            atomic_write(path, json.dumps(taken, sort_keys=True).encode(), 0o600)
+            atomic_write(path, json.dumps(state, sort_keys=True).encode(), 0o600)
         except OSError as exc:
             raise StorageError(f"cannot save the rate limiter's state {path}: {_strerror(exc)}; {_WRITE_HINT}") from exc
         return None
@@ -888,6 +894,19 @@ def _make_current(directory: Path, version: int, *, has_key: bool) -> None:
         elif not (link.is_symlink() and os.readlink(link) == f"current/{filename}"):
             _replace_symlink(link, f"current/{filename}")
     _replace_symlink(directory / "current", f"archive/{version}")
+
+
+def _rate_entry(entry: object) -> tuple[list[float] | None, float]:
+    """One bucket's token times and window from ``ratelimits.json``; a bare list (older files) counts for a week."""
+    window = _RATE_WINDOW_UNKNOWN
+    if isinstance(entry, dict):
+        stored = entry.get("window")
+        if isinstance(stored, int | float) and not isinstance(stored, bool) and stored > 0:
+            window = float(stored)
+        entry = entry.get("times")
+    if not isinstance(entry, list):
+        return None, window
+    return [float(t) for t in entry if isinstance(t, int | float) and not isinstance(t, bool)], window
 
 
 class _Flock:
