@@ -19,19 +19,13 @@ from typing import Any, Generic, TypeVar
 
 from certsmith.challenges.base import ChallengeJob, check_supported
 from certsmith.errors import ChallengeError, ListenError
+from certsmith.storage.base import is_acme_token as is_valid_token
 
 __all__ = ["ActiveAnswers", "Answer", "ChallengeListener", "check_jobs", "is_valid_token"]
 
 log = logging.getLogger("certsmith.challenges")
 
 _P = TypeVar("_P")
-_TOKEN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-_MAX_TOKEN = 256
-
-
-def is_valid_token(token: str) -> bool:
-    """Whether ``token`` only uses the base64url alphabet (RFC 8555 §8.3), so it is safe in paths."""
-    return 0 < len(token) <= _MAX_TOKEN and _TOKEN_ALPHABET.issuperset(token)
 
 
 def check_jobs(jobs: Sequence[ChallengeJob], challenge_type: str) -> None:

@@ -322,12 +322,17 @@ class RateRefusal:
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+def is_acme_token(token: str) -> bool:
+    """Whether ``token`` is 1 to 256 characters of the base64url alphabet (RFC 8555 §8.3), so safe in paths and keys."""
+    return isinstance(token, str) and 0 < len(token) <= 256 and _TOKEN_CHARS.issuperset(token)
+
+
 def validate_challenge_token(token: str) -> str:
-    """Return ``token`` if it is an ACME token (base64url, 1 to 256 characters), else :class:`ConfigError`.
+    """Return ``token`` if it is an ACME token (:func:`is_acme_token`), else :class:`ConfigError`.
 
     Tokens come from the CA and become file names and keys, so the stores check them too.
     """
-    if not isinstance(token, str) or not 0 < len(token) <= 256 or not _TOKEN_CHARS.issuperset(token):
+    if not is_acme_token(token):
         raise ConfigError(f"invalid http-01 token {str(token)[:40]!r}: only base64url characters are allowed")
     return token
 
