@@ -73,6 +73,9 @@ SIGNATURE_ENV = EnvVar(
 RETRYABLE_CODES = frozenset(
     {"Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable", "SystemBusy", "InternalError"}
 )
+#: The same signed request arrived twice: the HTTP layer sent it again on a new connection after the first one
+#: closed without an answer (the service may have acted on the first). Another attempt is signed afresh.
+RESENT_CODES = frozenset({"SignatureNonceUsed"})
 _FORBIDDEN_CODES = frozenset({"Forbidden.RAM", "Forbidden", "NoPermission", "Forbidden.NoPermission"})
 
 
@@ -427,13 +430,14 @@ ErrorT = TypeVar("ErrorT", bound=AliCloudError)
 def classify(
     response: httpx.Response, error: Callable[[dict[str, Any] | None], AliCloudError]
 ) -> dict[str, Any] | Retryable:
-    """An Alibaba Cloud API answer's JSON object; else ``error(body)``, to retry (throttling, HTTP 5xx) or raised."""
+    """An Alibaba Cloud API answer's JSON object; else ``error(body)``, to retry (throttling, HTTP 5xx, a nonce
+    seen twice) or raised."""
     body = json_object(response)
     code = body.get("Code") if body is not None else None
     if response.status_code < 400 and body is not None and not code:
         return body
     exc = error(body)
-    if code in RETRYABLE_CODES or response.status_code >= 500:
+    if code in RETRYABLE_CODES or code in RESENT_CODES or response.status_code >= 500:
         return Retryable(exc, reason=str(code or ""))
     raise exc
 
