@@ -8,8 +8,9 @@ recomputed from what arrived with the pure functions of
 :mod:`certsmith.dns.alidns_signing` and checked exactly, nonce replay and the
 ±15-minute timestamp window, STS tokens, RAM permissions per action
 (``Forbidden.RAM``), JSON or XML answers with the services' error shape, a request log
-and fault injection: errors instead of the work (:meth:`~AliCloudRpcEmulator.fail_next`) and
-answers lost after the work was done (:meth:`~AliCloudRpcEmulator.lose_answer`).
+and fault injection: errors instead of the work (:meth:`~AliCloudRpcEmulator.fail_next`,
+:meth:`~AliCloudRpcEmulator.fail_call`) and answers lost after the work was done
+(:meth:`~AliCloudRpcEmulator.lose_answer`).
 
 A product's emulator subclasses it, sets ``PRODUCT``, ``RAM_PREFIX``, ``API_VERSION``,
 ``ACTIONS`` and ``HOST_ID``, and implements ``_do_<Action>(account, params)`` returning
@@ -142,12 +143,14 @@ class _Injected:
 
 
 @dataclass
-class _LostAnswer:
-    """The ``skip + 1``-th call of ``action`` is processed, then its answer lost (``status`` 0: no answer)."""
+class _Fault:
+    """The ``skip + 1``-th call of ``action`` is refused with ``error``, or else processed and its answer lost
+    (``status`` 0: no answer at all)."""
 
     action: str
     skip: int
     status: int
+    error: ApiError | None = None
 
 
 #: The logged status of a call whose connection was closed without an answer (:meth:`lose_answer`).
@@ -217,7 +220,7 @@ class AliCloudRpcEmulator:
         self._nonces: dict[tuple[str, str], datetime] = {}
         self._log: list[LoggedRequest] = []
         self._injected: list[_Injected] = []
-        self._lost: list[_LostAnswer] = []
+        self._faults: list[_Fault] = []
         self._calls = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -329,19 +332,35 @@ class AliCloudRpcEmulator:
         if nth < 1:
             raise ValueError("nth counts from 1")
         with self._lock:
-            self._lost.append(_LostAnswer(action, nth - 1, status))
+            self._faults.append(_Fault(action, nth - 1, status))
 
-    def _answer_lost(self, action: str) -> _LostAnswer | None:
-        """Count one call of ``action`` against :meth:`lose_answer`; the fault to apply to it, if any."""
-        fired: _LostAnswer | None = None
-        for lost in list(self._lost):
-            if lost.action != action:
+    def fail_call(
+        self,
+        action: str,
+        nth: int = 1,
+        *,
+        code: str = "ServiceUnavailable",
+        status: int = 503,
+        message: str = "The request has failed due to a temporary failure of the server.",
+    ) -> None:
+        """The ``nth`` call of ``action`` from now on (counting the authenticated ones) is answered with this error
+        instead of being processed (:meth:`fail_next` counts the calls of every action)."""
+        if nth < 1:
+            raise ValueError("nth counts from 1")
+        with self._lock:
+            self._faults.append(_Fault(action, nth - 1, status, ApiError(code, status, message)))
+
+    def _fault_due(self, action: str) -> _Fault | None:
+        """Count one call of ``action`` against :meth:`lose_answer` and :meth:`fail_call`; the fault due, if any."""
+        fired: _Fault | None = None
+        for fault in list(self._faults):
+            if fault.action != action:
                 continue
-            if lost.skip > 0:
-                lost.skip -= 1
+            if fault.skip > 0:
+                fault.skip -= 1
             elif fired is None:  # a second one due now waits for the next call
-                fired = lost
-                self._lost.remove(lost)
+                fired = fault
+                self._faults.remove(fault)
         return fired
 
     # -- request handling --
@@ -390,7 +409,9 @@ class AliCloudRpcEmulator:
                     },
                 )
             business = {k: v for k, v in params.items() if k not in self.COMMON_PARAMS}
-            lost = self._answer_lost(auth.action)
+            lost = self._fault_due(auth.action)
+            if lost is not None and lost.error is not None:
+                raise lost.error
             result = getattr(self, "_do_" + auth.action)(auth.account, business)
             if lost is not None and lost.status != DROPPED:
                 raise ApiError("ServiceUnavailable", lost.status, "The request has failed due to a temporary failure.")
