@@ -9,8 +9,9 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import Cli, clean_env
+from tests.e2e.test_alicloud_slb_sdk import self_signed
 from tests.support.alicloud_cas_emulator import CasEmulator
-from tests.support.alicloud_emulator import AliCloudAccount
+from tests.support.alicloud_emulator import DROPPED, AliCloudAccount
 
 AK, SECRET = "LTAI5tCasDeploy", "cas-Secret-0123456789"
 LIMITED_AK = "LTAI5tCasNoDelete"
@@ -136,3 +137,55 @@ def test_a_damaged_deploy_state_is_started_afresh_without_a_traceback(registered
     result = cli.run("--json", "renew", "damaged-state.example.com", "--force", env=env, check=False)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert json.loads(result.stdout)["results"][0]["renewed"] is True
+
+
+@pytest.mark.parametrize("lost_status", [DROPPED, 503], ids=["connection-cut", "503-after-acting"])
+def test_an_upload_whose_answer_was_lost_is_found_and_adopted(
+    registered_cli: Cli, cas: CasEmulator, lost_status: int
+) -> None:
+    """CAS stored the upload but its answer never arrived; the client's retry is refused (name taken): the upload is
+    looked up by its name and adopted, once its serial is checked, instead of failing or uploading twice."""
+    cli = registered_cli
+    cas.lose_answer("UploadUserCertificate", status=lost_status)
+    issued = json.loads(
+        cli.run("--json", "issue", "-d", "lost.example.com", "--deploy", "alicloud-cas", *cli.http_args(),
+                env=cas_env(cas)).stdout
+    )
+    [outcome] = issued["deploy"]
+    [upload] = cas.certificates()  # exactly one upload
+    assert upload.leaf() == stored_leaf(cli, "lost.example.com")
+    assert outcome["ok"] and outcome["changed"] == [f"uploaded CAS certificate {upload.name} (CertId {upload.cert_id})"]
+    uploads = [r for r in cas.requests if r.action == "UploadUserCertificate"]
+    # the lost one; perhaps the same request sent again by the HTTP layer (SignatureNonceUsed); a new one refused
+    assert uploads[0].status == lost_status and uploads[-1].code == "NameRepeat", uploads
+    assert {r.code for r in uploads[1:-1]} <= {"SignatureNonceUsed"}
+    state = json.loads((cli.state_dir / "certificates" / "lost.example.com" / "deploy.json").read_text())
+    assert [s["cert_id"] for s in state.values()] == [upload.cert_id]
+    again = json.loads(cli.run("--json", "deploy", "lost.example.com", env=cas_env(cas)).stdout)
+    assert again["deploy"][0]["changed"] == [] and cas.calls("UploadUserCertificate") == len(uploads)
+
+
+@pytest.mark.parametrize("planted_for", ["elsewhere.example.org", "taken.example.com"],
+                         ids=["not-found-by-keyword", "found-by-keyword"])
+def test_a_same_named_certificate_with_another_serial_is_an_error(
+    registered_cli: Cli, cas: CasEmulator, planted_for: str
+) -> None:
+    """A certificate under this version's name that is not this version (another serial) is never adopted."""
+    cli = registered_cli
+    failed = cli.run("issue", "-d", "taken.example.com", "--deploy", "alicloud-cas", *cli.http_args(),
+                     env=cas_env(cas, secret="not-the-secret"), check=False)
+    assert failed.returncode == 1 and cas.certificates() == []
+    leaf = stored_leaf(cli, "taken.example.com")
+    name = f"certsmith-taken.example.com-{format(leaf.serial_number, 'x')[:16]}"
+    cert_pem, key_pem = self_signed(planted_for)[:2]
+    planted = cas.upload(AliCloudAccount(AK, SECRET).owner_id, name, cert_pem, key_pem)
+    result = cli.run("deploy", "taken.example.com", env=cas_env(cas), check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: deploy target alicloud-cas failed: CAS already holds a certificate named {name} "
+        f"(CertId {planted.cert_id}) with the serial {planted.serial.lower().lstrip('0')}, not this "
+        f"certificate's {format(leaf.serial_number, 'x')}; rename or delete it in the CAS console"
+    ], result.stderr
+    assert [c.cert_id for c in cas.certificates()] == [planted.cert_id]  # nothing uploaded, nothing deleted
+    assert stored_leaf(cli, "taken.example.com") == leaf

@@ -196,3 +196,40 @@ def test_readme_path_persist_record_once_then_renewals_deliver_to_cas_and_cdn(
     [second] = cloud.cas.certificates()
     assert second.leaf() == stored_leaf(cli, "www.persist-cdn.com") and second.cert_id != first.cert_id
     assert cloud.cdn.domain("www.persist-cdn.com").cert_id == second.cert_id and cloud.cas.deleted == [first.cert_id]
+
+
+def test_direct_upload_to_several_domains_interrupted_after_the_service_acted(
+    registered_cli: Cli, cloud: Cloud
+) -> None:
+    """The renewal's second domain is switched but its answer is lost and the retry refused: the run fails. The next
+    run sends nothing to either domain (both already serve the new version) and still deletes the replaced upload:
+    one upload is left, the current one."""
+    cli, env = registered_cli, cloud.env()
+    spec = "alicloud-cdn:domain=cdn.example.com;img.example.com"
+    cli.run("issue", "-d", "cdn.example.com", "-d", "img.example.com", "--deploy", spec, *cli.http_args(), env=env)
+    [first] = cloud.cas.certificates()
+    assert {cloud.cdn.domain(d).cert_id for d in ("cdn.example.com", "img.example.com")} == {first.cert_id}
+
+    set_action = "SetCdnDomainSSLCertificate"
+    cloud.cdn.lose_answer(set_action, nth=2)  # img.example.com switched, the answer never arrives
+    cloud.cdn.fail_call(set_action, nth=3, code="InvalidCertName.Duplicate", status=400,
+                        message="The certificate name already exists.")  # and the client's new attempt is refused
+    failed = cli.run("--json", "renew", "cdn.example.com", "--force", env=env, check=False)
+    assert failed.returncode == 1
+    [result] = json.loads(failed.stdout)["results"]
+    assert result["renewed"] and result["deploy"][0]["error"].startswith(
+        f"deploy target alicloud-cdn failed: img.example.com: CDN {set_action} failed (InvalidCertName.Duplicate)"
+    )
+    leaf = stored_leaf(cli, "cdn.example.com")
+    second = next(c for c in cloud.cas.certificates() if c.cert_id != first.cert_id)
+    assert second.leaf() == leaf
+    assert {cloud.cdn.domain(d).cert_id for d in ("cdn.example.com", "img.example.com")} == {second.cert_id}
+
+    sets = cloud.cdn.calls(set_action)
+    again = json.loads(cli.run("--json", "deploy", "cdn.example.com", env=env).stdout)
+    [outcome] = again["deploy"]
+    assert again["ok"] and cloud.cdn.calls(set_action) == sets  # no domain sent again
+    assert outcome["unchanged"] == [f"CDN {d} already serves {second.name}" for d in ("cdn.example.com",
+                                                                                       "img.example.com")]
+    assert outcome["changed"] == [f"deleted replaced upload {first.cert_id} (CAS)"]
+    assert [c.cert_id for c in cloud.cas.certificates()] == [second.cert_id]  # exactly one upload, the current one

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import Cli, clean_env
 from tests.e2e.test_alicloud_slb_sdk import self_signed
-from tests.support.alicloud_emulator import AliCloudAccount
+from tests.support.alicloud_emulator import DROPPED, AliCloudAccount
 from tests.support.alicloud_slb_emulator import SlbEmulator
 
 AK, SECRET = "LTAI5tSlbE2e", "slb-e2e-Secret-0123456789"
@@ -184,3 +184,73 @@ def test_from_the_cas_certificate(registered_cli: Cli) -> None:
         assert cas.deleted == [first.cert_id]
         [server] = slb.certificates.values()
         assert server.cas_id == str(second.cert_id) and slb.listener(LB)["ServerCertificateId"] == server.id
+
+
+@pytest.mark.parametrize("lost_status", [DROPPED, 503], ids=["connection-cut", "503-after-acting"])
+def test_an_upload_whose_answer_was_lost_is_found_by_name_not_uploaded_twice(
+    registered_cli: Cli, emulator: SlbEmulator, lost_status: int
+) -> None:
+    """SLB stored the server certificate but the answer never arrived: SLB allows one name twice, so a blind retry
+    would leave two server certificates for one version. The upload is found by its name and used instead."""
+    cli, env = registered_cli, slb_env(emulator)
+    emulator.lose_answer("UploadServerCertificate", status=lost_status)
+    issued = json.loads(cli.run("--json", "issue", "-d", "slblost.example.com", "--deploy",
+                                f"alicloud-slb:load-balancer={LB}", *cli.http_args(), env=env).stdout)
+    [outcome] = issued["deploy"]
+    [upload] = emulator.certificates.values()  # exactly one server certificate
+    leaf = stored_leaf(cli, "slblost.example.com")
+    assert upload.fingerprint == fingerprint(leaf) and upload.name.endswith(format(leaf.serial_number, "x")[:16])
+    assert emulator.listener(LB)["ServerCertificateId"] == upload.id
+    assert outcome["ok"] and outcome["changed"] == [
+        f"uploaded server certificate {upload.id}", f"set server certificate {upload.id} on listener {LB}:443"
+    ]
+    uploads = [r for r in emulator.requests if r.action == "UploadServerCertificate"]
+    # the lost one, perhaps sent again as it was by the HTTP layer (refused as a replay); no other upload
+    assert uploads[0].status == lost_status and {r.code for r in uploads[1:]} <= {"SignatureNonceUsed"}, uploads
+
+    # the next version's upload is lost too: still one server certificate per version, the replaced one deleted
+    emulator.lose_answer("UploadServerCertificate", status=lost_status)
+    renewed = json.loads(cli.run("--json", "renew", "slblost.example.com", "--force", env=env).stdout)
+    [result] = renewed["results"]
+    [second] = emulator.certificates.values()
+    assert result["deploy"][0]["ok"] and second.id != upload.id
+    assert second.fingerprint == fingerprint(stored_leaf(cli, "slblost.example.com"))
+    assert emulator.listener(LB)["ServerCertificateId"] == second.id
+
+
+def test_create_looks_for_the_result_only_after_a_transient_failure(emulator: SlbEmulator) -> None:
+    """RpcClient.create: a refusal is raised at once (no lookup, no second call); throttling or a lost answer is
+    followed by the lookup, and the call is repeated only when the lookup finds nothing."""
+    import asyncio
+
+    from certsmith.deploy.alicloud_slb import SLB
+    from certsmith.dns.alicloud_rpc import AliCloudError, ApiSettings, RpcClient
+    from certsmith.dns.http_api import RetryPolicy
+
+    settings = ApiSettings.from_env(SLB, slb_env(emulator), target="test")
+    pem, key = self_signed("create.example.com")[:2]
+    params = {"ServerCertificateName": "create-test", "ServerCertificate": pem, "PrivateKey": key}
+    lookups: list[str] = []
+
+    async def scenario(find_result: dict[str, str] | None) -> tuple[dict[str, object], bool]:
+        async def find() -> dict[str, object] | None:
+            lookups.append("find")
+            return find_result
+
+        async with RpcClient(settings, retry=RetryPolicy(max_attempts=3, retry_delay=0.01)) as client:
+            return await client.create("UploadServerCertificate", params, find)
+
+    emulator.fail_next("InvalidParameter", 400, "refused")
+    with pytest.raises(AliCloudError) as refused:
+        asyncio.run(scenario(None))
+    assert refused.value.code == "InvalidParameter" and not refused.value.transient and lookups == []
+    assert emulator.certificates == {}
+
+    emulator.fail_next("Throttling.User", 400, "Request was denied due to user flow control.")
+    answer, adopted = asyncio.run(scenario(None))
+    assert not adopted and lookups == ["find"] and list(emulator.certificates) == [answer["ServerCertificateId"]]
+
+    emulator.lose_answer("UploadServerCertificate", status=503)
+    answer, adopted = asyncio.run(scenario({"ServerCertificateId": "found"}))
+    assert adopted and answer == {"ServerCertificateId": "found"} and lookups == ["find", "find"]
+    assert len(emulator.certificates) == 2 and emulator.calls("UploadServerCertificate") == 4  # 1 + 2 + 1

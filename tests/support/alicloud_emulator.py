@@ -8,7 +8,9 @@ recomputed from what arrived with the pure functions of
 :mod:`certsmith.dns.alidns_signing` and checked exactly, nonce replay and the
 ±15-minute timestamp window, STS tokens, RAM permissions per action
 (``Forbidden.RAM``), JSON or XML answers with the services' error shape, a request log
-and fault injection.
+and fault injection: errors instead of the work (:meth:`~AliCloudRpcEmulator.fail_next`,
+:meth:`~AliCloudRpcEmulator.fail_call`) and answers lost after the work was done
+(:meth:`~AliCloudRpcEmulator.lose_answer`).
 
 A product's emulator subclasses it, sets ``PRODUCT``, ``RAM_PREFIX``, ``API_VERSION``,
 ``ACTIONS`` and ``HOST_ID``, and implements ``_do_<Action>(account, params)`` returning
@@ -140,6 +142,20 @@ class _Injected:
     remaining: int
 
 
+@dataclass
+class _Fault:
+    """The ``skip + 1``-th call of ``action`` is refused with ``error``, or else processed and its answer lost
+    (``status`` 0: no answer at all)."""
+
+    action: str
+    skip: int
+    status: int
+    error: ApiError | None = None
+
+
+#: The logged status of a call whose connection was closed without an answer (:meth:`lose_answer`).
+DROPPED = 0
+
 
 class AliCloudRpcEmulator:
     """One Alibaba Cloud RPC product's API on ``http://127.0.0.1:<port>`` (see the module docstring).
@@ -204,6 +220,7 @@ class AliCloudRpcEmulator:
         self._nonces: dict[tuple[str, str], datetime] = {}
         self._log: list[LoggedRequest] = []
         self._injected: list[_Injected] = []
+        self._faults: list[_Fault] = []
         self._calls = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -305,6 +322,47 @@ class AliCloudRpcEmulator:
         with self._lock:
             self._injected.append(_Injected(code, status, message, times))
 
+    def lose_answer(self, action: str, nth: int = 1, *, status: int = DROPPED) -> None:
+        """The ``nth`` call of ``action`` from now on (counting the authenticated ones) does its work, then its
+        answer is lost: the connection is closed without a response (``status`` 0, as after a time-out or a cut
+        connection), or it is answered ``status`` (e.g. 503 ``ServiceUnavailable``) as a service failing after
+        it acted. A call the action refuses is answered as usual (the fault is used up all the same). The
+        request log records such a call with that status (0: dropped).
+        """
+        if nth < 1:
+            raise ValueError("nth counts from 1")
+        with self._lock:
+            self._faults.append(_Fault(action, nth - 1, status))
+
+    def fail_call(
+        self,
+        action: str,
+        nth: int = 1,
+        *,
+        code: str = "ServiceUnavailable",
+        status: int = 503,
+        message: str = "The request has failed due to a temporary failure of the server.",
+    ) -> None:
+        """The ``nth`` call of ``action`` from now on (counting the authenticated ones) is answered with this error
+        instead of being processed (:meth:`fail_next` counts the calls of every action)."""
+        if nth < 1:
+            raise ValueError("nth counts from 1")
+        with self._lock:
+            self._faults.append(_Fault(action, nth - 1, status, ApiError(code, status, message)))
+
+    def _fault_due(self, action: str) -> _Fault | None:
+        """Count one call of ``action`` against :meth:`lose_answer` and :meth:`fail_call`; the fault due, if any."""
+        fired: _Fault | None = None
+        for fault in list(self._faults):
+            if fault.action != action:
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+            elif fired is None:  # a second one due now waits for the next call
+                fired = fault
+                self._faults.remove(fault)
+        return fired
+
     # -- request handling --
 
     def _dispatch(self, incoming: _Incoming) -> tuple[int, dict[str, str], bytes]:
@@ -351,8 +409,13 @@ class AliCloudRpcEmulator:
                     },
                 )
             business = {k: v for k, v in params.items() if k not in self.COMMON_PARAMS}
+            lost = self._fault_due(auth.action)
+            if lost is not None and lost.error is not None:
+                raise lost.error
             result = getattr(self, "_do_" + auth.action)(auth.account, business)
-            status = 200
+            if lost is not None and lost.status != DROPPED:
+                raise ApiError("ServiceUnavailable", lost.status, "The request has failed due to a temporary failure.")
+            status = DROPPED if lost is not None else 200
             body: dict[str, Any] = {"RequestId": request_id, **result}
             payload = _json_bytes(body) if as_json else _xml_bytes(auth.action + "Response", body)
             code = None
@@ -622,6 +685,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers.setdefault(name.lower(), []).append(value)
         incoming = _Incoming(self.command, split.path, split.query, headers, self._read_body())
         status, response_headers, payload = self.server.emulator._dispatch(incoming)
+        if status == DROPPED:  # processed, and the answer lost: close the connection without a response
+            self.close_connection = True
+            return
         self.send_response(status)
         for name, value in response_headers.items():
             self.send_header(name, value)

@@ -3,7 +3,10 @@
 Each certificate version is uploaded once (``UploadUserCertificate``, API 2020-04-07)
 under a name derived from the lineage and the serial (``certsmith-<lineage>-<serial>``,
 at most 64 characters), so a second run, or a run after the state was lost, finds the
-upload instead of making another one. The certificate ID is kept with the lineage, and
+upload instead of making another one. An upload whose answer was lost after CAS stored
+it (the client's retry is then refused: the name is taken) is looked up by that name
+among all the uploads and adopted once CAS confirms its serial; a certificate of another
+serial under the name is an error, never adopted. The certificate ID is kept with the lineage, and
 the other Alibaba Cloud targets of the same run (CDN, DCDN, SLB, ALB) reference it
 through ``DeployContext.shared["alicloud-cas"]`` -- which is why this target runs
 first whatever order the targets were given in.
@@ -150,14 +153,15 @@ def cas_client(settings: ApiSettings) -> RpcClient:
     return RpcClient(settings)
 
 
-async def find_upload(client: RpcClient, name: str, keyword: str) -> dict[str, Any] | None:
-    """The uploaded certificate called ``name``, searched among the uploads matching ``keyword`` (a domain)."""
+async def find_upload(client: RpcClient, name: str, keyword: str | None) -> dict[str, Any] | None:
+    """The uploaded certificate called ``name``, searched among the uploads matching ``keyword`` (a domain), or
+    among all the uploads, page after page, when ``keyword`` is ``None``."""
     page, size = 1, 50
     while True:
-        body = await client.call(
-            "ListUserCertificateOrder",
-            {"OrderType": "UPLOAD", "Keyword": keyword, "CurrentPage": page, "ShowSize": size},
-        )
+        params: dict[str, str | int | bool] = {"OrderType": "UPLOAD", "CurrentPage": page, "ShowSize": size}
+        if keyword is not None:
+            params["Keyword"] = keyword
+        body = await client.call("ListUserCertificateOrder", params)
         items = body.get("CertificateOrderList") or []
         if not isinstance(items, list):
             return None
@@ -178,6 +182,26 @@ async def certificate_detail(client: RpcClient, cert_id: int) -> dict[str, Any] 
         if exc.code in NOT_FOUND_CODES:
             return None
         raise
+
+
+async def _adopt(client: RpcClient, cert_id: int, name: str, serial: str) -> int:
+    """``cert_id``, found under this version's ``name``, once CAS confirms it holds this serial.
+
+    An empty ``SerialNo`` cannot contradict the name (which carries the serial); another
+    serial is a certificate certsmith did not upload for this version, never adopted.
+    """
+    detail = await certificate_detail(client, cert_id)
+    if detail is None:
+        raise DeployError(
+            f"CAS listed a certificate named {name} (CertId {cert_id}) that it then did not find; run the deploy again"
+        )
+    held, wanted = normalise_serial(str(detail.get("SerialNo", ""))), normalise_serial(serial)
+    if held not in ("", wanted):
+        raise DeployError(
+            f"CAS already holds a certificate named {name} (CertId {cert_id}) with the serial {held}, not this "
+            f"certificate's {wanted}; rename or delete it in the CAS console"
+        )
+    return cert_id
 
 
 def _as_int(value: Any) -> int | None:
@@ -262,7 +286,7 @@ class AliCloudCasTarget(BaseTarget[CasConfig]):
         keyword = context.names[0].removeprefix("*.") if context.names else context.lineage
         found = await find_upload(client, name, keyword)
         if found is not None and _as_int(found.get("CertificateId")) is not None:
-            return int(found["CertificateId"]), False
+            return await _adopt(client, int(found["CertificateId"]), name, context.serial), False
         key_pem = context.key_pem or b""
         try:
             body = await client.call(
@@ -270,12 +294,18 @@ class AliCloudCasTarget(BaseTarget[CasConfig]):
                 {"Name": name, "Cert": context.fullchain_pem.decode("ascii"), "Key": key_pem.decode("ascii")},
             )
         except AliCloudError as exc:
-            if exc.code in NAME_TAKEN_CODES:  # uploaded meanwhile, or not found by the keyword
+            if exc.code not in NAME_TAKEN_CODES:
+                raise
+            # Taken since the search: most often by this very upload, whose answer was lost (a time-out, a cut
+            # connection) and which the client sent again. Looked up by its exact name among all the uploads
+            # (the keyword's matching is the service's own), and adopted when it is this version.
+            found = await find_upload(client, name, None)
+            if found is None or _as_int(found.get("CertificateId")) is None:
                 raise DeployError(
                     f"CAS already holds a certificate named {name} that certsmith cannot find by the keyword "
                     f"{keyword}; delete it in the CAS console or check ListUserCertificateOrder"
                 ) from None
-            raise
+            return await _adopt(client, int(found["CertificateId"]), name, context.serial), True
         cert_id = _as_int(body.get("CertId"))
         if cert_id is None:
             raise DeployError(f"CAS UploadUserCertificate answered without a CertId ({sorted(body)})")

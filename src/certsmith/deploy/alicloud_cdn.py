@@ -14,7 +14,11 @@ Management Service; the replaced one is deleted there in :meth:`retire` (which n
 ``yundun-cert:DeleteUserCertificate``; without it the old upload is reported and kept).
 
 Idempotent: a domain whose current certificate already is this one (same CAS CertId,
-or same name, or the same serial in the PEM the service shows) is left alone.
+or same name, or the same serial in the PEM the service shows) is left alone. Each
+domain's new certificate, and the upload it replaced, is recorded as soon as that domain
+is done: after a failure on a later domain (or a lost answer the service had acted on),
+the next run sends nothing to the domains already switched and still deletes what they
+replaced.
 """
 
 from __future__ import annotations
@@ -162,6 +166,19 @@ class _CdnTarget(BaseTarget[CdnConfig]):
         domains_state: dict[str, Any] = context.state["domains"]
         previous: list[int] = [p for p in stored_list(context.state.get("previous_uploads")) if isinstance(p, int)]
         outcome = DeployOutcome()
+
+        def switched(domain: str, current: dict[str, Any] | None) -> None:
+            """Record ``domain`` as serving this version, and the upload it replaced as one to delete; saved as each
+            domain is done, so a failure on a later domain loses neither (a second run leaves this one alone)."""
+            old = domains_state.get(domain)
+            old = old if isinstance(old, dict) else {}
+            replaced = old.get("cert_id") if old.get("type") == "upload" else None
+            if isinstance(replaced, int) and replaced not in previous and old.get("serial") != context.serial:
+                previous.append(replaced)
+            domains_state[domain] = self._record(current, context, cas, name)
+            current_ids = {d.get("cert_id") for d in domains_state.values() if isinstance(d, dict)}
+            context.state["previous_uploads"] = [p for p in previous if p not in current_ids]
+
         async with RpcClient(self.config.settings) as client:
             for domain in self.config.domains:
                 try:
@@ -170,18 +187,13 @@ class _CdnTarget(BaseTarget[CdnConfig]):
                         outcome.unchanged.append(f"{api.product.name} {domain} already serves {name}")
                         known = domains_state.get(domain)
                         if not isinstance(known, dict) or known.get("serial") != context.serial:
-                            domains_state[domain] = self._record(current, context, cas, name)
+                            switched(domain, current)  # by a run that failed before it recorded it
                         continue
                     await client.call(api.set_action, self._set_params(domain, context, cas, name))
                     after = await self._current(client, domain)
                 except AliCloudError as exc:
                     raise DeployError(f"{domain}: {exc}") from None
-                old = domains_state.get(domain)
-                old = old if isinstance(old, dict) else {}
-                replaced = old.get("cert_id") if old.get("type") == "upload" else None
-                if isinstance(replaced, int) and replaced not in previous and old.get("serial") != context.serial:
-                    previous.append(replaced)
-                domains_state[domain] = self._record(after, context, cas, name)
+                switched(domain, after)
                 kind = f"CAS certificate {cas['cert_id']}" if cas else "an upload"
                 outcome.changed.append(f"set {api.product.name} {domain} to {name} ({kind})")
         current_ids = {d.get("cert_id") for d in domains_state.values() if isinstance(d, dict)}

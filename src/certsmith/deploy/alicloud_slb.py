@@ -10,7 +10,9 @@ the load balancer's region. One deploy:
    ``certsmith-<lineage>-<serial[:16]>``): by reference to the CAS certificate when the
    ``alicloud-cas`` target ran before it in this run, else the PEM full chain and key.
    An upload for this serial left by an earlier run (recorded in the state, or found by
-   its name) is reused, never duplicated;
+   its name) is reused, never duplicated. SLB accepts one name twice, so the upload is
+   not resent blindly either: after a failure that may hide a stored upload (no answer,
+   HTTP 5xx) it is looked up by its name first (:meth:`RpcClient.create`);
 3. sets it on the listener (``SetLoadBalancerHTTPSListenerAttribute``), sending back the
    listener's other settings read in step 1: older API versions reset the settings a
    call leaves out to their defaults, and the service's current reference lists only
@@ -244,7 +246,13 @@ class SlbTarget(BaseTarget[SlbConfig]):
                 ServerCertificate=context.fullchain_pem.decode("ascii"),
                 PrivateKey=context.key_pem.decode("ascii"),
             )
-        answer = await client.call("UploadServerCertificate", params)
+        name = str(params["ServerCertificateName"])
+
+        async def find() -> dict[str, Any] | None:  # SLB takes one name twice: never upload blindly again
+            listed = _listed(await client.call("DescribeServerCertificates", {}))
+            return next((dict(i) for i in listed if i.get("ServerCertificateName") == name), None)
+
+        answer, _ = await client.create("UploadServerCertificate", params, find)
         cert_id = answer.get("ServerCertificateId")
         if not cert_id:
             raise DeployError(f"{NAME}: UploadServerCertificate answered without a ServerCertificateId")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -73,6 +73,11 @@ SIGNATURE_ENV = EnvVar(
 RETRYABLE_CODES = frozenset(
     {"Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable", "SystemBusy", "InternalError"}
 )
+#: The same signed request arrived twice: the HTTP layer sent it again on a new connection after the first one
+#: closed without an answer (the service may have acted on the first). Another attempt is signed afresh.
+RESENT_CODES = frozenset({"SignatureNonceUsed"})
+#: One attempt: for :meth:`RpcClient.create`, which decides itself what follows a failure.
+_ONCE = RetryPolicy(max_attempts=1)
 _FORBIDDEN_CODES = frozenset({"Forbidden.RAM", "Forbidden", "NoPermission", "Forbidden.NoPermission"})
 
 
@@ -249,7 +254,11 @@ def build_request(
 
 
 class AliCloudError(CertsmithError):
-    """An API call failed: ``code`` is the service's error code (``None`` for transport failures)."""
+    """An API call failed: ``code`` is the service's error code (``None`` for transport failures).
+
+    ``transient``: a failure worth another attempt (no answer, throttling, HTTP 5xx, a nonce
+    seen twice), after which the service may nevertheless have done the work.
+    """
 
     def __init__(
         self,
@@ -261,8 +270,10 @@ class AliCloudError(CertsmithError):
         status: int | None = None,
         request_id: str | None = None,
         server_message: str = "",
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
+        self.transient = transient
         self.product = product
         self.action = action
         self.code = code
@@ -371,11 +382,14 @@ class RpcClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def call(self, action: str, params: Mapping[str, str | int | bool] | None = None) -> dict[str, Any]:
+    async def call(
+        self, action: str, params: Mapping[str, str | int | bool] | None = None, *, retry: RetryPolicy | None = None
+    ) -> dict[str, Any]:
         """Sign and send ``action``; the answer's JSON object, or :class:`AliCloudError`.
 
         Values are sent as strings (``True`` as ``true``); ``RegionId`` is added for
-        regional products unless given. Throttling, 5xx and transport errors are retried.
+        regional products unless given. Throttling, 5xx and transport errors are retried
+        (within ``retry``, by default the client's policy).
         """
         settings = self.settings
         product = settings.product
@@ -396,13 +410,43 @@ class RpcClient:
                 f"{clean(str(exc), 200)}); check the network and {product.endpoint_var}",
                 product=product.name,
                 action=action,
+                transient=True,
             )
 
         return await send_with_retries(
-            self._http, self._retry, build,
+            self._http, retry or self._retry, build,
             lambda response: classify(response, lambda body: self._error(action, response, body)),
             unreachable=unreachable, label=f"{product.name} {action}", log=log,
         )
+
+    async def create(
+        self,
+        action: str,
+        params: Mapping[str, str | int | bool],
+        find: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> tuple[dict[str, Any], bool]:
+        """Call ``action``, which creates something a repeated call would create twice; the answer and ``False``,
+        or what ``find()`` found and ``True``.
+
+        The call is not resent blindly: after a transient failure (no answer, HTTP 5xx,
+        throttling: the service may have done the work all the same) ``find()`` looks for
+        what it would have created, and only when it finds nothing is the call tried again,
+        within the client's retry policy. Other refusals are raised at once.
+        """
+        policy = self._retry
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                return await self.call(action, params, retry=_ONCE), False
+            except AliCloudError as exc:
+                if not exc.transient or attempt == policy.max_attempts:
+                    raise
+                log.debug("%s %s attempt %d: %s; looking for its result", self.settings.product.name, action,
+                          attempt, exc.code or "no answer")
+            await policy.backoff(attempt)
+            found = await find()
+            if found is not None:
+                return found, True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, action: str, response: httpx.Response, body: dict[str, Any] | None) -> AliCloudError:
         settings = self.settings
@@ -427,13 +471,15 @@ ErrorT = TypeVar("ErrorT", bound=AliCloudError)
 def classify(
     response: httpx.Response, error: Callable[[dict[str, Any] | None], AliCloudError]
 ) -> dict[str, Any] | Retryable:
-    """An Alibaba Cloud API answer's JSON object; else ``error(body)``, to retry (throttling, HTTP 5xx) or raised."""
+    """An Alibaba Cloud API answer's JSON object; else ``error(body)``, to retry (throttling, HTTP 5xx, a nonce
+    seen twice) or raised."""
     body = json_object(response)
     code = body.get("Code") if body is not None else None
     if response.status_code < 400 and body is not None and not code:
         return body
     exc = error(body)
-    if code in RETRYABLE_CODES or response.status_code >= 500:
+    if code in RETRYABLE_CODES or code in RESENT_CODES or response.status_code >= 500:
+        exc.transient = True
         return Retryable(exc, reason=str(code or ""))
     raise exc
 
