@@ -23,6 +23,8 @@ MAX_HEAD_BYTES = 64 * 1024
 #: Bytes read from the socket at a time for a body.
 READ_SIZE = 64 * 1024
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+#: Methods sent once more on a new connection when a kept one ends without an answer (RFC 9110 §9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 Origin = tuple[str, str, int]
 _Head = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, reason, version, headers
@@ -121,8 +123,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over TCP or TLS (``ssl_context``), reusing idle connections per origin.
 
     ``max_requests`` requests are in flight at once (more wait, up to the pool time-out);
-    an idle connection is kept ``keepalive_expiry`` seconds. A request sent on a reused
-    connection that the server had already closed is sent once more on a new one.
+    an idle connection is kept ``keepalive_expiry`` seconds. An idempotent request sent on a
+    reused connection that the server had already closed is sent once more on a new one; a
+    POST is not (the server may have acted on it): its caller gets the error.
     """
 
     def __init__(
@@ -161,7 +164,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         connection = self._take_idle(origin)
         try:
             head = await self._send(connection, message, timeouts, request.method) if connection else None
-        except _NothingReceived:
+        except _NothingReceived as nothing:
+            if request.method not in _IDEMPOTENT:
+                raise nothing.error from nothing.__cause__  # the server may have acted: the caller decides
             head = None  # the server had closed the idle connection: once more on a new one
         if head is None:
             connection = await self._connect(origin, timeouts.get("connect"))

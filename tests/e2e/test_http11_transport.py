@@ -181,6 +181,28 @@ def test_an_idle_connection_the_server_closed_is_replaced() -> None:
     run(test)
 
 
+def test_a_post_on_a_kept_connection_that_ends_unanswered_is_not_sent_again() -> None:
+    """The server may have acted on it (an upload, a record): the caller decides, not the transport."""
+    received: list[int] = []
+
+    async def drops_the_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        received.append(number)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)
+        received.append(number)  # acted on, then the connection ends without an answer
+
+    async def test() -> None:
+        async with Server(drops_the_second) as server, client() as http:
+            assert (await http.post(server.url, content=b"1")).content == b"hello"
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await http.post(server.url, content=b"2")
+            assert received == [1, 1] and server.connections == 1
+
+    run(test)
+
+
 def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await read_request(reader)
