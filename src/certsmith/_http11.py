@@ -367,11 +367,11 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> st
     codings = b",".join(_values(headers, b"transfer-encoding"))
     if codings:
         return "chunked" if codings.rsplit(b",", 1)[-1].strip().lower() == b"chunked" else "close"
-    lengths = {value for field in _values(headers, b"content-length") for value in field.split(b",")}
+    lengths = {value.strip() for field in _values(headers, b"content-length") for value in field.split(b",")}
     if not lengths:
         return "close"
-    length = lengths.pop().strip()
-    if lengths - {length} or not length.isdigit() or len(length) > 18:
+    length = lengths.pop()
+    if lengths or not length.isdigit() or len(length) > 18:
         raise httpx.RemoteProtocolError("the response's Content-Length is invalid or given twice differently")
     return int(length)
 
