@@ -181,6 +181,35 @@ def test_an_idle_connection_the_server_closed_is_replaced() -> None:
     run(test)
 
 
+@pytest.mark.parametrize("closes", [True, False])
+def test_an_idle_connection_the_server_spoke_on_is_not_reused(closes: bool) -> None:
+    """A server that times an idle connection out may say so ("408 Request Timeout") before closing it:
+    that answer belongs to no request, and the next request must not take it for its own."""
+
+    async def times_out_when_idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        if number == 1:
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            if not closes:
+                await asyncio.sleep(1)  # the close comes later: only the 408 has reached the client
+            return
+        await read_request(reader)
+
+    async def test() -> None:
+        async with Server(times_out_when_idle) as server, client() as http:
+            assert (await http.get(server.url)).content == b"hello"
+            await asyncio.sleep(0.2)  # the 408 (and the close) reach the idle connection
+            response = await http.get(server.url)
+            assert (response.status_code, response.content) == (200, b"hello")
+            assert server.connections == 2
+
+    run(test)
+
+
 def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await read_request(reader)
