@@ -283,6 +283,34 @@ def test_a_broken_answer_never_returns_its_connection_for_reuse() -> None:
     run(test)
 
 
+def test_a_request_cancelled_inside_its_body_frees_its_slot_and_drops_its_connection() -> None:
+    """The ACME client bounds each exchange with wait_for: a cancelled half-read answer must neither keep
+    the only slot (the next request would wait for the pool) nor leave its rest for the next request."""
+
+    async def half_then_whole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        if number == 1:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            writer.write(b"HELLO")  # the rest, after the client gave up
+            await read_request(reader)
+            writer.write(OK)
+            return
+        await answers(OK)(reader, writer, number)
+
+    async def test() -> None:
+        async with Server(half_then_whole) as server, httpx.AsyncClient(
+            transport=Http11Transport(max_requests=1), timeout=httpx.Timeout(5.0, pool=0.3)
+        ) as http:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(http.get(server.url), 0.2)
+            assert (await http.get(server.url)).content == b"hello"
+            assert server.connections == 2
+
+    run(test)
+
+
 def test_time_outs_are_httpx_time_outs() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await read_request(reader)
