@@ -66,6 +66,8 @@ class _Connection:
                 await self.reader.read(1)  # returns at once only with a byte already received, or at the end
         except TimeoutError:
             return True
+        except OSError:
+            return False  # reset while idle (usable() sees that first, as the transport is closing then)
         return False
 
     async def receive(self, timeout: float | None) -> bool:
