@@ -59,6 +59,19 @@ class _Connection:
             and not self.writer.is_closing()
         )
 
+    async def quiet(self) -> bool:
+        """Whether nothing has come on this idle connection since its last response, checked in one turn of
+        the event loop: a server that times an idle connection out may answer "408 Request Timeout" before
+        it closes, and that answer belongs to no request of ours."""
+        try:
+            async with asyncio.timeout(0):
+                await self.reader.read(1)  # returns at once only with a byte already received, or at the end
+        except TimeoutError:
+            return True
+        except OSError:
+            return False  # reset while idle (usable() sees that first, as the transport is closing then)
+        return False
+
     async def receive(self, timeout: float | None) -> bool:
         """Add what the socket has to the buffer, waiting at most ``timeout`` for it; false at its end."""
         async with asyncio.timeout(timeout):
@@ -161,7 +174,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, origin: Origin, message: bytes, timeouts: dict[str, float | None]
     ) -> httpx.Response:
         read_timeout = timeouts.get("read")
-        connection = self._take_idle(origin)
+        connection = await self._take_idle(origin)
         try:
             head = await self._send(connection, message, timeouts, request.method) if connection else None
         except _NothingReceived as nothing:
@@ -208,14 +221,19 @@ class Http11Transport(httpx.AsyncBaseTransport):
             connection.close()
             raise
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
+    async def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if connection.usable(now, self._expiry):
+            usable = False
+            try:
+                usable = connection.usable(now, self._expiry) and await connection.quiet()
+            finally:
+                if not usable:
+                    connection.close()
+            if usable:
                 return connection
-            connection.close()
         return None
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
@@ -372,11 +390,11 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> st
     codings = b",".join(_values(headers, b"transfer-encoding"))
     if codings:
         return "chunked" if codings.rsplit(b",", 1)[-1].strip().lower() == b"chunked" else "close"
-    lengths = {value for field in _values(headers, b"content-length") for value in field.split(b",")}
+    lengths = {value.strip() for field in _values(headers, b"content-length") for value in field.split(b",")}
     if not lengths:
         return "close"
-    length = lengths.pop().strip()
-    if lengths - {length} or not length.isdigit() or len(length) > 18:
+    length = lengths.pop()
+    if lengths or not length.isdigit() or len(length) > 18:
         raise httpx.RemoteProtocolError("the response's Content-Length is invalid or given twice differently")
     return int(length)
 

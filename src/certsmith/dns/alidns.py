@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 NAME = "alidns"
 DEFAULT_ENDPOINT = "https://alidns.aliyuncs.com"
 DEFAULT_TTL = 600
-#: Error codes that mean "try again later"; HTTP 5xx is retried as well.
 #: The RAM actions the provider needs (``DescribeDomainInfo`` is optional: without it
 #: the configured TTL is used as is).
 RAM_ACTIONS = (
