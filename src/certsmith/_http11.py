@@ -154,6 +154,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._expiry = keepalive_expiry
+        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
@@ -249,7 +250,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
     def _finished(self, connection: _Connection, reusable: bool) -> None:
         """A response's body was read to its end (``reusable``) or abandoned: free its slot."""
         self._slots.release()
-        if not reusable:
+        if not reusable or self._closed:  # a response read to its end after aclose: nobody will reuse it
             connection.close()
             return
         idle = self._idle.setdefault(connection.origin, [])
@@ -260,6 +261,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         idle.append(connection)
 
     async def aclose(self) -> None:
+        self._closed = True
         for idle in self._idle.values():
             for connection in idle:
                 connection.close()

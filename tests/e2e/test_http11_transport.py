@@ -232,6 +232,32 @@ def test_an_idle_connection_the_server_spoke_on_is_not_reused(closes: bool) -> N
     run(test)
 
 
+def test_a_response_finished_after_the_transport_closed_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def slow_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.2)
+        writer.write(OK)
+        await writer.drain()
+        try:
+            await read_request(reader)
+        finally:
+            closed.set()
+
+    async def test() -> None:
+        transport = Http11Transport()
+        async with Server(slow_then_wait) as server:
+            http = httpx.AsyncClient(transport=transport)
+            pending = asyncio.create_task(http.get(server.url))
+            await asyncio.sleep(0.05)
+            await transport.aclose()
+            assert (await pending).content == b"hello"
+            await asyncio.wait_for(closed.wait(), 2)  # not left idle in a closed pool
+
+    run(test)
+
+
 def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await read_request(reader)
