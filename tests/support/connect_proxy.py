@@ -58,6 +58,11 @@ class InterceptingProxy:
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
+            # tunnels still open end here, while the loop runs (not as coroutines left to a closed loop)
+            handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
