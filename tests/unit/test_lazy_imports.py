@@ -129,3 +129,20 @@ def test_issue_without_deploy_targets_does_not_load_the_deploy_machinery(tmp_pat
     modules, result = _imported([*common, "--deploy", "files:nosuchoption=1"], tmp_path / "deploy")
     assert result.returncode == 1 and "has no option nosuchoption" in result.stderr, result.stderr[-2000:]
     assert "certsmith.deploy.base" in modules
+
+
+def test_issue_uses_its_own_http_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a proxy, ``issue`` never loads httpx's default transport stack (httpcore, h11, anyio):
+    about a fifth of an issue process's CPU (the Public Suffix List: tests/unit/test_ratelimit.py)."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
+            "--agree-tos"]
+    modules, result = _imported(args, tmp_path)
+    assert result.returncode == 1 and "cannot reach the CA" in result.stderr, result.stderr[-2000:]
+    assert {"httpx", "certsmith._http11"} <= modules
+    assert sorted(m for m in modules if m.split(".")[0] in ("httpcore", "h11", "anyio")) == []
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:1")  # with a proxy, httpx's own transport is used
+    modules, result = _imported(args, tmp_path)
+    assert result.returncode == 1 and "httpcore" in modules, result.stderr[-2000:]
