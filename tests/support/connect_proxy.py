@@ -62,7 +62,8 @@ class InterceptingProxy:
             handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
             for task in handlers:
                 task.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
+            if handlers:
+                await asyncio.wait(handlers, timeout=2)
 
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
@@ -113,8 +114,9 @@ class InterceptingProxy:
             for stream in (upstream, writer):
                 if stream is not None:
                     stream.close()
-                    with contextlib.suppress(ConnectionError, ssl.SSLError):
-                        await stream.wait_closed()
+                    with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+                        async with asyncio.timeout(1):  # a TLS peer that never answers close_notify
+                            await stream.wait_closed()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
