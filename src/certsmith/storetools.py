@@ -114,24 +114,43 @@ def migrate_store(source: Store, destination: Store, *, merge: bool = False) -> 
             destination.save_pending_account_key(url, item.pending)
         report.accounts.append(url)
     for lineage in lineages:
-        if lineage.name in have_names or destination.lineage_versions(lineage.name):
+        if lineage.name in have_names:  # the destination has a certificate of that name: never mixed
             report.skipped_certificates.append(lineage.name)
             continue
         with destination.lock(lineage.name):
-            for meta, files in lineage.versions:
+            missing = _missing_versions(destination, lineage)
+            if not missing:  # versions of another certificate under that name
+                report.skipped_certificates.append(lineage.name)
+                continue
+            for meta, files in missing:
                 destination.import_version(meta, files, current=meta.version == lineage.current)
             if lineage.state is not None:
                 destination.save_state(lineage.name, lineage.state)
             if lineage.deploy:
                 destination.save_deploy_state(lineage.name, lineage.deploy)
         report.certificates.append(lineage.name)
-        report.versions += len(lineage.versions)
+        report.versions += len(missing)
     copied_notes = [(key, record) for key, record in journal if key not in have_notes]
     for key, record in copied_notes:
         destination.journal_add(key, record)
     report.journal = len(copied_notes)
     _verify(destination, report, accounts, lineages, copied_notes)
     return report
+
+
+def _missing_versions(destination: Store, lineage: _Lineage) -> list[tuple[LineageMeta, CertificateFiles]]:
+    """The versions of ``lineage`` to copy into a destination without a current certificate of that name.
+
+    All of them; or, where a migration stopped part-way, the rest: when every version the
+    destination holds is the source's, unchanged. Versions of another certificate under that
+    name give nothing to copy.
+    """
+    have = destination.lineage_versions(lineage.name)
+    source = {meta.version: (meta, files) for meta, files in lineage.versions}
+    if any(version not in source or destination.load_version(lineage.name, version) != source[version]
+           for version in have):
+        return []
+    return [source[version] for version in sorted(source) if version not in have]
 
 
 def _verify(

@@ -1,0 +1,62 @@
+"""store migrate --merge finishes a copy an earlier run left half done, and never mixes two certificates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from certsmith.storage.base import CertificateFiles, LineageMeta
+from certsmith.storage.files import FileStore
+from certsmith.storetools import migrate_store
+
+NAME = "half.example.com"
+
+
+def _pem(label: str) -> bytes:
+    return f"-----BEGIN CERTIFICATE-----\n{label}\n-----END CERTIFICATE-----\n".encode()
+
+
+def _version(version: int, label: str = "") -> tuple[LineageMeta, CertificateFiles]:
+    meta = LineageMeta(
+        name=NAME, names=(NAME,), key_type="ec256", directory_url="https://acme.test/dir", settings={},
+        not_before="2026-01-01T00:00:00Z", not_after="2099-01-01T00:00:00Z", serial=f"{version:02x}",
+        issuer="Test CA", version=version, created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
+    )
+    body = _pem(f"AA{label}{version}")
+    return meta, CertificateFiles(body, body, body * 2, b"key %d" % version)
+
+
+def _source(tmp_path: Path) -> FileStore:
+    store = FileStore(tmp_path / "source")
+    with store.lock(NAME):
+        for version in (1, 2, 3):
+            store.import_version(*_version(version), current=version == 3)
+    return store
+
+
+def test_merge_completes_a_lineage_an_interrupted_copy_left_half_done(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    destination = FileStore(tmp_path / "destination")
+    with destination.lock(NAME):  # the copy stopped after the first version
+        destination.import_version(*_version(1), current=False)
+
+    report = migrate_store(source, destination, merge=True)  # reads everything back: raises if it differs
+
+    assert report.certificates == [NAME] and report.versions == 2 and report.skipped_certificates == []
+    assert destination.lineage_versions(NAME) == [1, 2, 3]
+    current = destination.load_meta(NAME)
+    assert current is not None and current.version == 3
+    assert migrate_store(source, destination, merge=True).skipped_certificates == [NAME]  # nothing left to copy
+
+
+def test_merge_leaves_another_certificate_of_the_same_name_alone(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    destination = FileStore(tmp_path / "destination")
+    with destination.lock(NAME):
+        destination.import_version(*_version(1, label="B"), current=True)  # not the source's version 1
+
+    report = migrate_store(source, destination, merge=True)
+
+    assert report.certificates == [] and report.skipped_certificates == [NAME]
+    assert destination.lineage_versions(NAME) == [1]
+    loaded = destination.load_version(NAME, 1)
+    assert loaded is not None and loaded[1].cert_pem == _pem("AAB1")
