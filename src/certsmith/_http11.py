@@ -2,10 +2,11 @@
 
 httpx's default transport (httpcore on anyio, with h11) costs about a fifth of a whole
 ``certsmith issue`` process to import and set up, and 3 MiB. The ACME client only needs
-HTTP/1.1 with persistent connections, so it sends through this transport; httpx still
-builds the requests and decodes the bodies, and with a proxy configured the client is
-httpx's own (:func:`transport_for`). Failures are raised as httpx's exception types, with the socket or
-TLS error as their cause, as httpx's own transport does.
+HTTP/1.1 with persistent connections, so it (and the DNS API providers) send through this
+transport; httpx still builds the requests and decodes the bodies, and with a proxy
+configured the client is httpx's own (:func:`transport_for`). Failures are raised as
+httpx's exception types, with the socket or TLS error as their cause, as httpx's own
+transport does.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _Head = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, reason, v
 
 
 class _NothingReceived(Exception):
-    """The connection ended before the first byte of a response: a reused one may be retried."""
+    """The connection ended before the first byte of a response: on a reused one, an idempotent request is resent."""
 
     def __init__(self, error: httpx.TransportError) -> None:
         super().__init__(str(error))

@@ -73,7 +73,6 @@ class AnswerBoard(Protocol):
     def challenge_withdraw(self, token: str) -> None: ...
 
 
-
 async def finish_in_thread(func: Callable[[], T]) -> T:
     """Run a filesystem step in a thread; on cancellation wait for it, so what is on disk is known."""
     return await run_to_completion(asyncio.to_thread(func))
