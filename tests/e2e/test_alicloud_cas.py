@@ -189,3 +189,24 @@ def test_a_same_named_certificate_with_another_serial_is_an_error(
     ], result.stderr
     assert [c.cert_id for c in cas.certificates()] == [planted.cert_id]  # nothing uploaded, nothing deleted
     assert stored_leaf(cli, "taken.example.com") == leaf
+
+
+def test_a_name_taken_by_nothing_certsmith_can_list_is_one_line_naming_the_search(
+    registered_cli: Cli, cas: CasEmulator
+) -> None:
+    """CAS refuses the upload as a name taken, yet no upload of that name is listed: the error says what was searched
+    (every upload, not the keyword), and nothing is uploaded or recorded."""
+    cli = registered_cli
+    cas.fail_call("UploadUserCertificate", code="NameRepeat", status=400,
+                  message="The certificate name already exists.")
+    failed = cli.run("issue", "-d", "ghost.example.com", "--deploy", "alicloud-cas", *cli.http_args(),
+                     env=cas_env(cas), check=False)
+    assert failed.returncode == 1 and cas.certificates() == []
+    name = f"certsmith-ghost.example.com-{format(stored_leaf(cli, 'ghost.example.com').serial_number, 'x')[:16]}"
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: deploy target alicloud-cas failed: CAS already holds a certificate named {name} that certsmith "
+        "cannot find among its uploaded certificates (ListUserCertificateOrder); delete it in the CAS console"
+    ], failed.stderr
+    state = cli.state_dir / "certificates" / "ghost.example.com" / "deploy.json"
+    assert not state.exists() or all("cert_id" not in s for s in json.loads(state.read_text()).values())

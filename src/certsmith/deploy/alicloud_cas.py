@@ -302,8 +302,8 @@ class AliCloudCasTarget(BaseTarget[CasConfig]):
             found = await find_upload(client, name, None)
             if found is None or _as_int(found.get("CertificateId")) is None:
                 raise DeployError(
-                    f"CAS already holds a certificate named {name} that certsmith cannot find by the keyword "
-                    f"{keyword}; delete it in the CAS console or check ListUserCertificateOrder"
+                    f"CAS already holds a certificate named {name} that certsmith cannot find among its uploaded "
+                    "certificates (ListUserCertificateOrder); delete it in the CAS console"
                 ) from None
             return await _adopt(client, int(found["CertificateId"]), name, context.serial), True
         cert_id = _as_int(body.get("CertId"))
