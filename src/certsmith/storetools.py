@@ -25,8 +25,8 @@ class DestinationNotEmpty(StorageError):
 @dataclass(frozen=True)
 class _Account:
     account: StoredAccount
-    archived: list[tuple[str, bytes]]
-    pending: bytes | None
+    archived: list[tuple[str, bytes]] = field(repr=False)  # private keys, like StoredAccount.key_pem
+    pending: bytes | None = field(repr=False)
 
 
 @dataclass(frozen=True)

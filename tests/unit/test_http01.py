@@ -585,3 +585,19 @@ def test_a_slow_shared_store_holds_one_request_not_the_server() -> None:
     assert (fast_status, fast_body) == (200, b"fast.key")
     assert waited < 0.7, f"the fast request was answered {waited:.2f} s after the slow one began"
     assert (slow_status, slow_body) == (200, b"slow.key")
+
+
+def test_a_shared_answer_is_withdrawn_when_present_fails() -> None:
+    """--http-shared: a present that fails (port in use) does not leave its answer published for an hour."""
+    from tests.support.memory_store import MemoryStore
+
+    board = MemoryStore()
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, port))
+        busy.listen()
+        solver = Http01Solver(port, LOOPBACK, board=board)
+        with pytest.raises(ListenError):
+            run(solver.present([JOB_A]))
+    assert board.challenges == {}
+    run(solver.aclose())

@@ -60,3 +60,20 @@ def test_merge_leaves_another_certificate_of_the_same_name_alone(tmp_path: Path)
     assert destination.lineage_versions(NAME) == [1]
     loaded = destination.load_version(NAME, 1)
     assert loaded is not None and loaded[1].cert_pem == _pem("AAB1")
+
+
+def test_a_read_account_keeps_its_archived_and_pending_keys_out_of_repr() -> None:
+    """What migrate reads holds private keys: a repr (a log, a failed comparison) must not show them."""
+    from certsmith.storage.base import StoredAccount
+    from certsmith.storetools import _read_account
+    from tests.support.memory_store import MemoryStore
+
+    url = "https://acme.test/dir"
+    store = MemoryStore()
+    account = StoredAccount(directory_url=url, url=f"{url}/acct/1", key_pem=b"SECRET-CURRENT", contact=(),
+                            status="valid", created_at="2026-01-01T00:00:00Z")
+    store.import_account(account, [("20260101T000000Z", b"SECRET-ARCHIVED")])
+    store.save_pending_account_key(url, b"SECRET-PENDING")
+    read = _read_account(store, url)
+    assert read.archived and read.pending == b"SECRET-PENDING"
+    assert "SECRET" not in repr(read)

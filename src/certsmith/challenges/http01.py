@@ -146,9 +146,18 @@ class Http01Solver:
         check_jobs(jobs, self.challenge_type)
         if not jobs:
             return
+        published: list[str] = []
         if self.board is not None:
             self._check_conflicts(jobs)
+            published = [job.token for job in jobs if job.token not in self._active]
             await finish_in_thread(lambda: self._publish(jobs))
+        try:
+            await self._present(jobs)
+        except BaseException:
+            await self._withdraw(list(dict.fromkeys(published)))  # not presented: not left published for an hour
+            raise
+
+    async def _present(self, jobs: Sequence[ChallengeJob]) -> None:
         if self.webroot is None:
             await self._listener.start()
             self._register(jobs)
