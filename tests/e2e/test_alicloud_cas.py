@@ -210,3 +210,19 @@ def test_a_name_taken_by_nothing_certsmith_can_list_is_one_line_naming_the_searc
     ], failed.stderr
     state = cli.state_dir / "certificates" / "ghost.example.com" / "deploy.json"
     assert not state.exists() or all("cert_id" not in s for s in json.loads(state.read_text()).values())
+
+
+def test_a_signature_refusal_while_deleting_is_a_failure_not_kept_in_use(registered_cli: Cli, cas: CasEmulator) -> None:
+    """IncompleteSignature is about the credentials, like SignatureDoesNotMatch: never "probably still in use"."""
+    cli = registered_cli
+    env = cas_env(cas)
+    cli.run("issue", "-d", "incomplete.example.com", "--deploy", "alicloud-cas", *cli.http_args(), env=env)
+    cas.fail_call("DeleteUserCertificate", code="IncompleteSignature", status=400,
+                  message="The request signature does not conform to Aliyun standards.")
+    renewed = cli.run("--json", "renew", "incomplete.example.com", "--force", env=env, check=False)
+    assert renewed.returncode == 1, renewed.stderr
+    assert "deploy target alicloud-cas failed" in renewed.stderr and "IncompleteSignature" in renewed.stderr
+    assert "probably still in use" not in renewed.stdout + renewed.stderr
+    assert len(cas.certificates()) == 2  # the old upload stays listed; the next run deletes it
+    fixed = json.loads(cli.run("--json", "deploy", "incomplete.example.com", env=env).stdout)
+    assert fixed["deploy"][0]["changed"][0].startswith("deleted") and len(cas.certificates()) == 1

@@ -52,7 +52,7 @@ def test_merge_leaves_another_certificate_of_the_same_name_alone(tmp_path: Path)
     source = _source(tmp_path)
     destination = FileStore(tmp_path / "destination")
     with destination.lock(NAME):
-        destination.import_version(*_version(1, label="B"), current=True)  # not the source's version 1
+        destination.import_version(*_version(1, label="B"), current=False)  # not the source's version 1
 
     report = migrate_store(source, destination, merge=True)
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from certsmith._text import clean
 from certsmith.deploy.base import (
     BaseTarget,
     DeployContext,
@@ -72,6 +73,7 @@ NAME_TAKEN_CODES = frozenset({"NameRepeat", "NameRepeated", "CertNameRepeat"})
 _AUTH_CODES = frozenset(
     {
         "SignatureDoesNotMatch",
+        "IncompleteSignature",
         "InvalidAccessKeyId.NotFound",
         "InvalidAccessKeyId",
         "Forbidden.RAM",
@@ -335,7 +337,7 @@ class AliCloudCasTarget(BaseTarget[CasConfig]):
                     kept.append(cert_id)
                     done.append(
                         f"kept CAS certificate {cert_id}: CAS refused to delete it ({exc.code}: "
-                        f"{exc.server_message[:120]}), probably still in use; retried on the next run"
+                        f"{clean(exc.server_message, 120)}), probably still in use; retried on the next run"
                     )
                     continue
                 done.append(f"deleted CAS certificate {cert_id}")
