@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gaps", type=int, default=8, help="how many of the largest gaps to list")
     parser.add_argument("--no-pycache", dest="pycache", action="store_false",
                         help="no private bytecode cache (see run.py)")
+    parser.add_argument("--importtime", type=Path, metavar="FILE",
+                        help="also write the measured run's `python -X importtime` lines to FILE")
     args = parser.parse_args(argv)
     exe = certsmith_executable()
     if exe is None:
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         # An untimed run first fills the bytecode and page caches; then the measured one.
         for attempt in ("warm-up", "measured"):
             run_env = dict(env, BENCH_SPAWNED=repr(time.time()))
+            if args.importtime and attempt == "measured":
+                run_env["PYTHONPROFILEIMPORTTIME"] = "1"
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", BOOTSTRAP, *target(attempt[0])], env=run_env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"timeline: the {attempt} run failed with status {done.returncode}", file=sys.stderr)
                 return 1
     events = [(float(m[1]), m[2], m[3]) for line in done.stderr.splitlines() if (m := STAMP.match(line))]
+    if args.importtime:
+        args.importtime.write_text("".join(f"{line}\n" for line in done.stderr.splitlines()
+                                           if line.startswith("import time:")))
     print("    ms  event")
     for stamp, name, message in events:
         print(f"{stamp:6.0f}  {name}: {message}")
