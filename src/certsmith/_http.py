@@ -1,21 +1,21 @@
 """Helpers for HTTP responses shared by the ACME client and the cloud DNS providers.
 
-Imports httpx only for type checking, so importing this module stays cheap.
+It does not import httpx, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import datetime
-import email.utils
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Any, Protocol
 
 _MAX_RETRY_AFTER = 366 * 86400  # a year; more is a broken server, and a float overflow waiting to happen
 
 
-def json_object(response: httpx.Response) -> dict[str, Any] | None:
+class _JsonAnswer(Protocol):
+    def json(self) -> Any: ...
+
+
+def json_object(response: _JsonAnswer) -> dict[str, Any] | None:
     """The response body when it is a JSON object; ``None`` when it is not JSON or another JSON value."""
     try:
         body = response.json()
@@ -36,6 +36,8 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
         return None  # neither a sane number of seconds nor a date
     if text.isdigit():
         return float(min(int(text), _MAX_RETRY_AFTER))
+    import email.utils  # only for the rare HTTP-date form; the package costs milliseconds to import
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, OverflowError):

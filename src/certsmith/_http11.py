@@ -1,23 +1,29 @@
-"""An httpx transport speaking HTTP/1.1 on asyncio streams, with keep-alive connections.
+"""HTTP/1.1 on asyncio streams with keep-alive connections: the ACME client's own HTTP.
 
-httpx's default transport (httpcore on anyio, with h11) costs about a fifth of a whole
-``certsmith issue`` process to import and set up, and 3 MiB. The ACME client only needs
-HTTP/1.1 with persistent connections, so it (and the DNS API providers) send through this
-transport; httpx still builds the requests and decodes the bodies, and with a proxy
-configured the client is httpx's own (:func:`transport_for`). Failures are raised as
-httpx's exception types, with the socket or TLS error as their cause, as httpx's own
-transport does.
+An ACME client needs little of HTTP: HTTPS requests with small bodies, persistent
+connections, and strict framing. Importing and setting up a general HTTP library (httpx
+with the standard-library modules it loads) costs about a fifth of a whole
+``certsmith issue`` process, so the ACME client sends through :class:`HttpClient` here
+and uses httpx only where it is needed: behind a proxy, or on a client the caller gives
+(:mod:`certsmith._httpx_bridge`, which also puts :class:`Http11Pool` under httpx for the
+DNS API providers).
+
+Failures are :class:`HttpError` subclasses named as httpx names them (``ConnectError``,
+``ReadTimeout``...), with the socket or TLS error as their cause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
-
-import httpx
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, NamedTuple, overload
+from urllib.parse import urlsplit
 
 #: The largest response head (status line and headers) accepted; ACME answers have a few hundred bytes.
 MAX_HEAD_BYTES = 64 * 1024
@@ -26,15 +32,97 @@ READ_SIZE = 64 * 1024
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 #: Methods sent once more on a new connection when a kept one ends without an answer (RFC 9110 §9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 
 Origin = tuple[str, str, int]
 _Head = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]  # status, reason, version, headers
 
 
+class HttpError(Exception):
+    """A request that got no complete, well-formed answer."""
+
+
+class HttpTimeout(HttpError):
+    """A phase of the exchange took longer than its time-out."""
+
+
+class ConnectTimeout(HttpTimeout):
+    pass
+
+
+class ReadTimeout(HttpTimeout):
+    pass
+
+
+class WriteTimeout(HttpTimeout):
+    pass
+
+
+class PoolTimeout(HttpTimeout):
+    pass
+
+
+class ConnectError(HttpError):
+    pass
+
+
+class ReadError(HttpError):
+    pass
+
+
+class WriteError(HttpError):
+    pass
+
+
+class ProxyError(HttpError):
+    """The proxy refused or failed the tunnel (raised by the httpx path only)."""
+
+
+class RemoteProtocolError(HttpError):
+    """The server's answer breaks HTTP/1.1 (framing, status line, headers) or stops in the middle."""
+
+
+class LocalProtocolError(HttpError):
+    """The request cannot be sent as given (a header that would split it)."""
+
+
+class UnsupportedProtocol(HttpError):
+    """The URL's scheme is neither http nor https."""
+
+
+class BodyTooLarge(HttpError):
+    """The answer's body is larger than the caller accepts; ``declared`` when its Content-Length said so."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes")
+        self.limit = limit
+        self.declared = declared
+
+
+class Timeouts(NamedTuple):
+    """Seconds allowed for each phase; ``None`` waits for ever. Reads and writes are timed one at a time."""
+
+    connect: float | None = 5.0
+    read: float | None = 5.0
+    write: float | None = 5.0
+    pool: float | None = 5.0
+
+    @classmethod
+    def all(cls, seconds: float | None) -> Timeouts:
+        return cls(seconds, seconds, seconds, seconds)
+
+
+def proxy_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a proxy variable (``HTTPS_PROXY``, ``ALL_PROXY``...; any case) is set: then httpx, which
+    implements proxies, carries the requests instead of this module."""
+    env = os.environ if environ is None else environ
+    return any(value and name.lower() in _PROXY_VARIABLES for name, value in env.items())
+
+
 class _NothingReceived(Exception):
     """The connection ended before the first byte of a response: on a reused one, an idempotent request is resent."""
 
-    def __init__(self, error: httpx.TransportError) -> None:
+    def __init__(self, error: HttpError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -97,7 +185,7 @@ class _Connection:
         searched = 0
         while (found := self.buffer.find(end, searched, limit + len(end))) < 0:
             if len(self.buffer) >= limit + len(end):
-                raise httpx.RemoteProtocolError(f"a response line or head is longer than {limit} bytes")
+                raise RemoteProtocolError(f"a response line or head is longer than {limit} bytes")
             searched = max(0, len(self.buffer) - len(end) + 1)
             if not await self.receive(timeout):
                 return None
@@ -110,10 +198,8 @@ class _Connection:
 
 
 @contextlib.contextmanager
-def _mapped(
-    timeout_error: type[httpx.TimeoutException], error: type[httpx.TransportError], what: str
-) -> Iterator[None]:
-    """Raise socket and TLS failures as the httpx exception for this phase, keeping the cause."""
+def _mapped(timeout_error: type[HttpTimeout], error: type[HttpError], what: str) -> Iterator[None]:
+    """Raise socket and TLS failures as the error for this phase, keeping the cause."""
     try:
         yield
     except TimeoutError as exc:
@@ -122,18 +208,56 @@ def _mapped(
         raise error(str(exc) or type(exc).__name__) from exc
 
 
-def transport_for(ssl_context: ssl.SSLContext | None) -> Http11Transport | None:
-    """The transport for a new client: this one, or ``None`` (httpx's own) when a proxy is configured.
+class Response:
+    """A response whose body is read from its connection as it is consumed.
 
-    httpx reads the proxy variables (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``...) only
-    for a client without a transport of the caller's, and reaches proxies through its own.
+    Iterate over it for the body (de-framed, still content-encoded) and close it, read to
+    its end or not: that frees its connection, for reuse when the body was read whole.
     """
-    from urllib.request import getproxies  # imported by httpx already
 
-    return None if {"http", "https", "all"} & set(getproxies()) else Http11Transport(ssl_context)
+    def __init__(
+        self, pool: Http11Pool, connection: _Connection, head: _Head, framing: str | int, keep_alive: bool,
+        read_timeout: float | None,
+    ) -> None:
+        self.status, self.reason, self.version, self.headers = head
+        self._pool = pool
+        self._connection = connection
+        self._framing = framing
+        self._keep_alive = keep_alive
+        self._read_timeout = read_timeout
+        self._complete = False
+        self._released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        timeout = self._read_timeout
+        with _mapped(ReadTimeout, ReadError, "waiting for the answer"):
+            if self._framing == "chunked":
+                async for piece in _chunked(connection, timeout):
+                    yield piece
+            elif self._framing == "close":
+                while piece := await connection.read(READ_SIZE, timeout):
+                    yield piece
+            else:
+                assert isinstance(self._framing, int)
+                remaining = self._framing
+                while remaining:
+                    piece = await connection.read(min(remaining, READ_SIZE), timeout)
+                    if not piece:
+                        raise RemoteProtocolError(
+                            f"the server closed the connection {remaining} bytes before the end of the body"
+                        )
+                    remaining -= len(piece)
+                    yield piece
+        self._complete = True
+
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._finished(self._connection, self._complete and self._keep_alive)
 
 
-class Http11Transport(httpx.AsyncBaseTransport):
+class Http11Pool:
     """HTTP/1.1 over TCP or TLS (``ssl_context``), reusing idle connections per origin.
 
     ``max_requests`` requests are in flight at once (more wait, up to the pool time-out);
@@ -157,68 +281,65 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._expiry = keepalive_expiry
         self._closed = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        origin = _origin(request.url)
-        message = _serialize(request, await request.aread())
+    async def open(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: Timeouts
+    ) -> Response:
+        """Send a request and return its response once the head has come; ``Host`` is added when absent."""
+        origin, target = _origin_and_target(url)
+        if not any(name.lower() == b"host" for name, _ in headers):
+            host = origin[1] if ":" not in origin[1] else f"[{origin[1]}]"
+            default = _DEFAULT_PORTS[origin[0]] == origin[2]
+            headers = [(b"Host", (host if default else f"{host}:{origin[2]}").encode("ascii")), *headers]
+        message = _serialize(method, target, headers, body)
         try:
-            async with asyncio.timeout(timeouts.get("pool")):
+            async with asyncio.timeout(timeouts.pool):
                 await self._slots.acquire()
         except TimeoutError as exc:
-            raise httpx.PoolTimeout("timed out waiting for a free connection", request=request) from exc
+            raise PoolTimeout("timed out waiting for a free connection") from exc
         try:
-            return await self._exchange(request, origin, message, timeouts)
+            return await self._exchange(method, origin, message, headers, timeouts)
         except BaseException:
             self._slots.release()
             raise
 
     async def _exchange(
-        self, request: httpx.Request, origin: Origin, message: bytes, timeouts: dict[str, float | None]
-    ) -> httpx.Response:
-        read_timeout = timeouts.get("read")
+        self, method: str, origin: Origin, message: bytes, headers: list[tuple[bytes, bytes]], timeouts: Timeouts
+    ) -> Response:
         connection = await self._take_idle(origin)
         try:
-            head = await self._send(connection, message, timeouts, request.method) if connection else None
+            head = await self._send(connection, message, timeouts, method) if connection else None
         except _NothingReceived as nothing:
-            if request.method not in _IDEMPOTENT:
+            if method not in _IDEMPOTENT:
                 raise nothing.error from nothing.__cause__  # the server may have acted: the caller decides
             head = None  # the server had closed the idle connection: once more on a new one
         if head is None:
-            connection = await self._connect(origin, timeouts.get("connect"))
+            connection = await self._connect(origin, timeouts.connect)
             try:
-                head = await self._send(connection, message, timeouts, request.method)
+                head = await self._send(connection, message, timeouts, method)
             except _NothingReceived as nothing:
                 raise nothing.error from nothing.__cause__
         assert connection is not None
-        status, reason, version, headers = head
+        status, _, version, response_headers = head
         try:
-            framing = _framing(request.method, status, headers)
-        except httpx.RemoteProtocolError:
+            framing = _framing(method, status, response_headers)
+        except RemoteProtocolError:
             connection.close()
             raise
-        keep_alive = version == b"HTTP/1.1" and framing != "close" and not _says_close(request.headers.raw, headers)
-        body = _Body(self, connection, framing, keep_alive, read_timeout)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=body,
-            extensions={"http_version": version, "reason_phrase": reason},
-        )
+        keep_alive = version == b"HTTP/1.1" and framing != "close" and not _says_close(headers, response_headers)
+        return Response(self, connection, head, framing, keep_alive, timeouts.read)
 
     @staticmethod
-    async def _send(
-        connection: _Connection, message: bytes, timeouts: dict[str, float | None], method: str
-    ) -> _Head:
+    async def _send(connection: _Connection, message: bytes, timeouts: Timeouts, method: str) -> _Head:
         """Write the request and read the response head; the connection is closed when either fails."""
         try:
             try:
-                with _mapped(httpx.WriteTimeout, httpx.WriteError, "sending the request"):
+                with _mapped(WriteTimeout, WriteError, "sending the request"):
                     connection.writer.write(message)
-                    async with asyncio.timeout(timeouts.get("write")):
+                    async with asyncio.timeout(timeouts.write):
                         await connection.writer.drain()
-            except httpx.WriteError as exc:
+            except WriteError as exc:
                 raise _NothingReceived(exc) from exc.__cause__
-            return await _read_head(connection, timeouts.get("read"), method)
+            return await _read_head(connection, timeouts.read, method)
         except BaseException:
             connection.close()
             raise
@@ -241,7 +362,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         context = (self._ssl_context or ssl.create_default_context()) if scheme == "https" else None
-        with _mapped(httpx.ConnectTimeout, httpx.ConnectError, f"connecting to {host}:{port}"):
+        with _mapped(ConnectTimeout, ConnectError, f"connecting to {host}:{port}"):
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host if context else None
@@ -269,54 +390,120 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-class _Body(httpx.AsyncByteStream):
-    """A response body read from its connection as it is consumed; the connection is freed at its end."""
+class Headers:
+    """A response's headers, looked up without regard to case."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get_list(self, name: str) -> list[str]:
+        """Every value of the header ``name``, in order."""
+        wanted = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for key, value in self.raw if key.lower() == wanted]
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The header's values joined by ``", "`` (RFC 9110 §5.3), or ``default`` when it is absent."""
+        values = self.get_list(name)
+        return ", ".join(values) if values else default
+
+
+class Reply:
+    """A whole response: status, headers and the body, decoded from its content coding."""
 
     def __init__(
-        self, transport: Http11Transport, connection: _Connection, framing: str | int, keep_alive: bool,
-        read_timeout: float | None,
+        self, method: str, url: str, status: int, reason: str, headers: Headers, content: bytes
     ) -> None:
-        self._transport = transport
-        self._connection = connection
-        self._framing = framing
-        self._keep_alive = keep_alive
-        self._read_timeout = read_timeout
-        self._complete = False
-        self._released = False
+        self.method = method
+        self.url = url
+        self.status_code = status
+        self.reason_phrase = reason
+        self.headers = headers
+        self.content = content
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        timeout = self._read_timeout
-        with _mapped(httpx.ReadTimeout, httpx.ReadError, "waiting for the answer"):
-            if self._framing == "chunked":
-                async for piece in _chunked(connection, timeout):
-                    yield piece
-            elif self._framing == "close":
-                while piece := await connection.read(READ_SIZE, timeout):
-                    yield piece
-            else:
-                assert isinstance(self._framing, int)
-                remaining = self._framing
-                while remaining:
-                    piece = await connection.read(min(remaining, READ_SIZE), timeout)
-                    if not piece:
-                        raise httpx.RemoteProtocolError(
-                            f"the server closed the connection {remaining} bytes before the end of the body"
-                        )
-                    remaining -= len(piece)
-                    yield piece
-        self._complete = True
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` (a ``json.JSONDecodeError``) when it is not."""
+        return json.loads(self.content)
+
+
+class HttpClient:
+    """Whole requests and answers on an :class:`Http11Pool`, with default headers and time-outs.
+
+    It does not ask for compressed answers; a server that sends gzip or deflate anyway is
+    decoded, within the size the caller accepts.
+    """
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext | None, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._pool = Http11Pool(ssl_context)
+        self._timeouts = Timeouts.all(timeout)
+        self._headers = [(b"Accept", b"*/*"), *_encoded(headers or {})]
+
+    async def request(
+        self, method: str, url: str, *, content: bytes | None = None, headers: Mapping[str, str] | None = None,
+        limit: int,
+    ) -> Reply:
+        """Send a request and read its whole answer; :class:`BodyTooLarge` past ``limit`` bytes."""
+        own = _encoded(headers or {})
+        names = {name.lower() for name, _ in own}
+        sent = [*(pair for pair in self._headers if pair[0].lower() not in names), *own]
+        body = content or b""
+        if body or method in ("POST", "PUT", "PATCH"):
+            sent.append((b"Content-Length", str(len(body)).encode("ascii")))
+        response = await self._pool.open(method, url, sent, body, self._timeouts)
+        try:
+            declared = _values(response.headers, b"content-length")
+            if declared and declared[0].strip().isdigit() and int(declared[0]) > limit:
+                raise BodyTooLarge(limit, int(declared[0]))
+            decoder = _decoder(response.headers)
+            received = bytearray()
+            async for piece in response:
+                received += decoder.decompress(piece, limit + 1 - len(received)) if decoder else piece
+                if len(received) > limit or (decoder is not None and decoder.unconsumed_tail):
+                    raise BodyTooLarge(limit)
+            if decoder is not None:
+                received += decoder.flush()
+                if len(received) > limit:
+                    raise BodyTooLarge(limit)
+        except zlib.error as exc:
+            raise RemoteProtocolError(f"the answer's compressed body is damaged ({exc})") from exc
+        finally:
+            await response.aclose()
+        return Reply(method, url, response.status, response.reason.decode("latin-1"), Headers(response.headers),
+                     bytes(received))
 
     async def aclose(self) -> None:
-        if not self._released:
-            self._released = True
-            self._transport._finished(self._connection, self._complete and self._keep_alive)
+        await self._pool.aclose()
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def _decoder(headers: list[tuple[bytes, bytes]]) -> Any:
+    """A zlib decompressor for a gzip or deflate body, ``None`` for identity (other codings pass as they are)."""
+    coding = b",".join(_values(headers, b"content-encoding")).strip().lower()
+    if coding in (b"gzip", b"x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == b"deflate":
+        return zlib.decompressobj()
+    return None
 
 
 async def _read_line(connection: _Connection, timeout: float | None) -> bytes:
     line = await connection.read_until(b"\r\n", 4096, timeout)
     if line is None:
-        raise httpx.RemoteProtocolError("the server closed the connection inside a chunked body")
+        raise RemoteProtocolError("the server closed the connection inside a chunked body")
     return line[:-2]
 
 
@@ -329,7 +516,7 @@ async def _chunked(connection: _Connection, timeout: float | None) -> AsyncItera
         except ValueError:
             size = -1
         if size < 0 or not size_text or len(size_text) > 16:
-            raise httpx.RemoteProtocolError(f"a chunk size is not hexadecimal: {size_text[:40]!r}")
+            raise RemoteProtocolError(f"a chunk size is not hexadecimal: {size_text[:40]!r}")
         if size == 0:
             while await _read_line(connection, timeout):
                 pass
@@ -337,11 +524,11 @@ async def _chunked(connection: _Connection, timeout: float | None) -> AsyncItera
         while size:
             piece = await connection.read(min(size, READ_SIZE), timeout)
             if not piece:
-                raise httpx.RemoteProtocolError("the server closed the connection inside a chunk")
+                raise RemoteProtocolError("the server closed the connection inside a chunk")
             size -= len(piece)
             yield piece
         if await _read_line(connection, timeout):
-            raise httpx.RemoteProtocolError("a chunk is longer than its size says")
+            raise RemoteProtocolError("a chunk is longer than its size says")
 
 
 async def _read_head(connection: _Connection, timeout: float | None, method: str) -> _Head:
@@ -349,18 +536,18 @@ async def _read_head(connection: _Connection, timeout: float | None, method: str
     first = True
     while True:
         try:
-            with _mapped(httpx.ReadTimeout, httpx.ReadError, "waiting for the answer"):
+            with _mapped(ReadTimeout, ReadError, "waiting for the answer"):
                 head = await connection.read_until(b"\r\n\r\n", MAX_HEAD_BYTES, timeout)
-        except httpx.ReadError as exc:
+        except ReadError as exc:
             if first and not connection.buffer and isinstance(exc.__cause__, ConnectionResetError):
                 raise _NothingReceived(exc) from exc.__cause__
             raise
         if head is None:
             if first and not connection.buffer:
                 raise _NothingReceived(
-                    httpx.RemoteProtocolError("the server closed the connection without sending a response")
+                    RemoteProtocolError("the server closed the connection without sending a response")
                 )
-            raise httpx.RemoteProtocolError("the server closed the connection inside the response head")
+            raise RemoteProtocolError("the server closed the connection inside the response head")
         first = False
         status, reason, version, headers = _parse_head(head)
         if not 100 <= status < 200 or status == 101:
@@ -372,12 +559,12 @@ def _parse_head(head: bytes) -> _Head:
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 status line: {lines[0][:60]!r}")
+        raise RemoteProtocolError(f"not an HTTP/1.1 status line: {lines[0][:60]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-            raise httpx.RemoteProtocolError(f"a malformed response header line: {line[:60]!r}")
+            raise RemoteProtocolError(f"a malformed response header line: {line[:60]!r}")
         headers.append((name, value.strip(b" \t")))
     return int(code), reason, version, headers
 
@@ -398,7 +585,7 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> st
         return "close"
     length = lengths.pop()
     if lengths or not length.isdigit() or len(length) > 18:
-        raise httpx.RemoteProtocolError("the response's Content-Length is invalid or given twice differently")
+        raise RemoteProtocolError("the response's Content-Length is invalid or given twice differently")
     return int(length)
 
 
@@ -410,20 +597,33 @@ def _says_close(*header_lists: list[tuple[bytes, bytes]]) -> bool:
     )
 
 
-def _origin(url: httpx.URL) -> Origin:
-    scheme = url.scheme
+def _origin_and_target(url: str) -> tuple[Origin, bytes]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise httpx.UnsupportedProtocol(f"cannot send to a {scheme!r} URL")
-    return scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme]
+        raise UnsupportedProtocol(f"cannot send to a {scheme!r} URL")
+    host = parts.hostname
+    if not host:
+        raise UnsupportedProtocol(f"the URL {url[:100]!r} names no host")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+        host.encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        raise UnsupportedProtocol(f"the URL {url[:100]!r} has an invalid host or port") from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        return (scheme, host, port), target.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"the URL {url[:100]!r} is not ASCII (percent-encode it)") from None
 
 
-def _serialize(request: httpx.Request, body: bytes) -> bytes:
+def _serialize(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
     """The request as it goes on the wire; a header that would break the framing is refused."""
-    lines = [request.method.encode("ascii") + b" " + request.url.raw_path + b" HTTP/1.1"]
+    lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1"]
     chunked = False
-    for name, value in request.headers.raw:
+    for name, value in headers:
         if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
-            raise httpx.LocalProtocolError(f"an invalid request header: {name[:40]!r}")
+            raise LocalProtocolError(f"an invalid request header: {name[:40]!r}")
         chunked = chunked or (name.lower() == b"transfer-encoding" and value.lower() == b"chunked")
         lines.append(name + b": " + value)
     head = b"\r\n".join(lines) + b"\r\n\r\n"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime
 import gzip
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +22,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certsmith._http11 import MAX_HEAD_BYTES, Http11Transport
+from certsmith._http11 import (
+    MAX_HEAD_BYTES,
+    BodyTooLarge,
+    ConnectError,
+    HttpClient,
+    ReadTimeout,
+    RemoteProtocolError,
+    UnsupportedProtocol,
+)
+from certsmith._httpx_bridge import Http11Transport
 from certsmith.acme.client import AcmeClient
 from certsmith.crypto import generate_key
 from certsmith.testing.pebble import PebbleServer
@@ -490,6 +500,133 @@ def test_tls_is_verified_against_the_given_roots(tmp_path: Path) -> None:
                 assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
 
     run(test)
+
+
+def _whole(**options: float) -> HttpClient:
+    return HttpClient(None, timeout=options.get("timeout", 5.0))
+
+
+def test_a_whole_answer_is_decoded_and_its_headers_read_without_regard_to_case() -> None:
+    packed = gzip.compress(b"hello" * 100)
+    response = (b"HTTP/1.1 201 Created\r\nLink: <a>;rel=up\r\nlink: <b>;rel=alternate\r\nContent-Encoding: gzip\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed))
+
+    async def test() -> None:
+        async with Server(answers(response)) as server:
+            http = _whole()
+            reply = await http.request("GET", server.url + "/x?y=1", limit=1000)
+            await http.aclose()
+        assert (reply.status_code, reply.reason_phrase, reply.content) == (201, "Created", b"hello" * 100)
+        assert reply.headers.get_list("LINK") == ["<a>;rel=up", "<b>;rel=alternate"]
+        assert reply.headers.get("link") == "<a>;rel=up, <b>;rel=alternate"
+        assert reply.headers.get("retry-after") is None and reply.headers.get("retry-after", "") == ""
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000,  # said so in its Content-Length
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + b"x" * 2000 + b"\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"  # small, but not unpacked
+        % (len(gzip.compress(b"x" * 100_000)), gzip.compress(b"x" * 100_000)),
+    ],
+    ids=["declared", "chunked", "gzip-bomb"],
+)
+def test_an_answer_larger_than_the_limit_is_refused(response: bytes) -> None:
+    async def test() -> None:
+        async with Server(answers(response)) as server:
+            http = _whole()
+            with pytest.raises(BodyTooLarge, match="larger than 1000 bytes"):
+                await http.request("GET", server.url, limit=1000)
+            await http.aclose()
+
+    run(test)
+
+
+def test_a_damaged_compressed_body_is_a_protocol_error() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"
+
+    async def test() -> None:
+        async with Server(answers(response)) as server:
+            http = _whole()
+            with pytest.raises(RemoteProtocolError, match="compressed body is damaged"):
+                await http.request("GET", server.url, limit=1000)
+            await http.aclose()
+
+    run(test)
+
+
+def test_the_pool_raises_its_own_errors_with_their_causes() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async def test() -> None:
+        async with Server(silent) as server:
+            url = server.url
+            http = _whole(timeout=0.2)
+            with pytest.raises(ReadTimeout, match="timed out waiting for the answer"):
+                await http.request("GET", url, limit=1000)
+            await http.aclose()
+        http = _whole()
+        with pytest.raises(ConnectError) as caught:
+            await http.request("GET", url, limit=1000)
+        assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+        for url in ("ftp://127.0.0.1/x", "https:///nohost"):
+            with pytest.raises(UnsupportedProtocol):
+                await http.request("GET", url, limit=1000)
+        await http.aclose()
+
+    run(test)
+
+
+def test_the_acme_client_sends_through_its_own_pool_with_its_headers(tmp_path: Path) -> None:
+    """Without a proxy the ACME client needs no httpx: its requests carry certsmith's User-Agent, the
+    JOSE content type on POSTs, an exact Content-Length, and ask for no compressed answers."""
+    server_context, cert_path = _tls_pair(tmp_path)
+    heads: list[bytes] = []
+
+    async def ca(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head, body = await read_request(reader)
+            heads.append(head + body)
+            path = head.split(b" ", 2)[1]
+            if path == b"/dir":
+                document = b'{"newNonce": "%s/nonce", "newAccount": "%s/acct", "newOrder": "%s/order"}' % (
+                    (base.encode(),) * 3)
+            else:
+                document = b'{"status": "valid", "contact": []}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nReplay-Nonce: n%d\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(heads), len(document),
+                                                             b"" if head.startswith(b"HEAD") else document))
+            await writer.drain()
+
+    base = ""
+
+    async def test() -> None:
+        nonlocal base
+        async with Server(ca, server_context) as server:
+            base = server.url
+            async with AcmeClient(f"{base}/dir", generate_key(), account_url=f"{base}/acct/1",
+                                  ca_bundle=cert_path) as client:
+                account = await client.fetch_account()
+            assert account.status == "valid" and server.connections == 1
+
+    run(test)
+    get, head, post = heads
+    assert get.startswith(b"GET /dir HTTP/1.1\r\n") and head.startswith(b"HEAD /nonce HTTP/1.1\r\n")
+    assert post.startswith(b"POST /acct/1 HTTP/1.1\r\n")
+    for request in heads:
+        lines = request.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+        assert b"host: 127.0.0.1:%s" % base.rsplit(":", 1)[1].encode() in lines
+        assert any(line.startswith(b"user-agent: certsmith/") for line in lines)
+        assert b"accept-language: en" in lines and not any(b"accept-encoding" in line for line in lines)
+    post_head, post_body = post.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/jose+json" in post_head.lower().split(b"\r\n")
+    assert b"content-length: %d" % len(post_body) in post_head.lower().split(b"\r\n")
+    assert json.loads(post_body)["protected"]
 
 
 def test_the_acme_client_reaches_the_ca_through_an_https_proxy(

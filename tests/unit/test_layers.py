@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "_atomic": 0,
     "_http": 0,
     "_http11": 0,
+    "_httpx_bridge": 1,
     "_plugins": 0,
     "_text": 0,
     "errors": 0,

@@ -1,4 +1,4 @@
-"""An asynchronous RFC 8555 client on one ``httpx.AsyncClient``.
+"""An asynchronous RFC 8555 client on one HTTP/1.1 connection pool (:mod:`certsmith._http11`).
 
 One :class:`AcmeClient` holds one account key and serves any number of concurrent
 orders. Nonces come from a pool fed by every response's ``Replay-Nonce``; a fresh
@@ -22,16 +22,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certsmith import _http11
 from certsmith._http import json_object
 from certsmith._http import parse_retry_after as parse_retry_after  # re-exported: part of the client API
-from certsmith._http11 import transport_for
+from certsmith._http11 import Headers, HttpClient, Reply
 from certsmith._redact import add_secret
 from certsmith._text import clean
 from certsmith._version import __version__
@@ -73,6 +73,11 @@ from certsmith.crypto import Identifier, issuer_common_name, split_pem_chain
 from certsmith.errors import ConfigError
 from certsmith.jose import PrivateKey, b64u_encode, eab_jws, jws, public_jwk
 
+if TYPE_CHECKING:
+    import httpx
+
+    from certsmith._httpx_bridge import HttpxClient
+
 log = logging.getLogger("certsmith.acme")
 
 JOSE_JSON = "application/jose+json"
@@ -98,7 +103,7 @@ class DirectoryCache(Protocol):
     def drop(self, url: str) -> None: ...
 
 
-def parse_links(headers: httpx.Headers, base_url: str) -> list[tuple[str, str]]:
+def parse_links(headers: Headers, base_url: str) -> list[tuple[str, str]]:
     """Every ``Link`` header entry as ``(absolute url, rel)``; several may share a rel."""
     links: list[tuple[str, str]] = []
     for header in headers.get_list("link"):
@@ -178,9 +183,9 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
 
 
 def _transport_error(
-    exc: httpx.HTTPError, method: str, url: str, ca_bundle: str | None, timeout: float | None = None
+    exc: _http11.HttpError, method: str, url: str, ca_bundle: str | None, timeout: float | None = None
 ) -> TransportError:
-    """The fact behind an httpx failure, named: untrusted certificate, TLS failure, time-out, reset..."""
+    """The fact behind an HTTP failure, named: untrusted certificate, TLS failure, time-out, reset..."""
     verify = _find_cause(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", None) or str(verify)
@@ -193,21 +198,21 @@ def _transport_error(
             ca_bundle=ca_bundle,
         )
     host = urlsplit(url).netloc
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, _http11.HttpTimeout):
         phase = {
-            httpx.ConnectTimeout: "connecting",
-            httpx.ReadTimeout: "waiting for the answer",
-            httpx.WriteTimeout: "sending the request",
-            httpx.PoolTimeout: "waiting for a free connection",
+            _http11.ConnectTimeout: "connecting",
+            _http11.ReadTimeout: "waiting for the answer",
+            _http11.WriteTimeout: "sending the request",
+            _http11.PoolTimeout: "waiting for a free connection",
         }.get(type(exc), "waiting")
         after = f" after {timeout:g}s" if timeout else ""
         return RequestTimeout(f"{method} {url} timed out{after} {phase}", method=method, url=url)
     return TransportError(f"cannot reach the CA at {host}: {_describe(exc)}", method=method, url=url)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: _http11.HttpError) -> str:
     """What went wrong on the wire, in words; never an empty string."""
-    if isinstance(exc, httpx.ProxyError):
+    if isinstance(exc, _http11.ProxyError):
         proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY") if os.environ.get(k)), "")
         where = f" {urlsplit(proxy).netloc}" if proxy else ""
         return f"the proxy{where} failed: {exc or 'no reason given'}"
@@ -219,7 +224,7 @@ def _describe(exc: httpx.HTTPError) -> str:
     if tls is not None:
         reason = getattr(tls, "reason", None) or str(tls) or type(tls).__name__
         return f"the TLS handshake failed ({reason})"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, _http11.RemoteProtocolError):
         return f"the server closed the connection without a complete answer ({exc or 'no reason'})"
     text = str(exc)
     cause = exc.__cause__ or exc.__context__
@@ -234,7 +239,8 @@ class AcmeClient:
     ``account_url`` is the ``kid``; it is set by :meth:`register`/:meth:`lookup_account`
     or given when the account is known. Use as an async context manager, or call
     :meth:`aclose`. Pass ``http`` to share an ``httpx.AsyncClient`` between clients
-    (``ca_bundle`` is then the caller's business and ignored).
+    (``ca_bundle`` is then the caller's business and ignored); without it the client sends
+    through certsmith's own HTTP/1.1 pool, or through httpx when a proxy variable is set.
 
     Every request and response is logged on ``certsmith.wire`` at DEBUG, with key
     material shortened and registered secrets masked (see :mod:`certsmith.acme.wire`).
@@ -262,17 +268,20 @@ class AcmeClient:
         self.account_key = account_key
         self.account_url = account_url
         self.ca_bundle = str(ca_bundle) if ca_bundle is not None and http is None else None
-        self._own_http = http is None
-        if http is None:
+        self._http: HttpClient | HttpxClient
+        if http is not None:
+            from certsmith._httpx_bridge import HttpxClient
+
+            self._http = HttpxClient(http, own=False)
+        else:
             context = _ssl_context(self.ca_bundle)
-            http = httpx.AsyncClient(
-                verify=context,  # used by httpx's own transport when a proxy is configured
-                transport=transport_for(context),
-                timeout=timeout,
-                headers={"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"},
-                follow_redirects=False,
-            )
-        self._http = http
+            headers = {"User-Agent": f"certsmith/{__version__}", "Accept-Language": "en"}
+            if _http11.proxy_configured():
+                from certsmith._httpx_bridge import HttpxClient
+
+                self._http = HttpxClient.create(context, timeout=timeout, headers=headers)
+            else:
+                self._http = HttpClient(context, timeout=timeout, headers=headers)
         self._directory: Directory | None = None
         self._directory_lock = asyncio.Lock()
         self._directory_cache = directory_cache
@@ -296,14 +305,13 @@ class AcmeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
+        await self._http.aclose()
 
     # -- transport -------------------------------------------------------------------
 
     async def _send(
         self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> httpx.Response:
+    ) -> Reply:
         if not url.startswith("https://"):
             # every URL after the directory's comes from the CA: a file:// or plain http:// one is refused
             raise UnexpectedResponse(f"the CA pointed to {clean(url, 200)!r}, which is not an https:// URL")
@@ -325,7 +333,15 @@ class AcmeClient:
             if on_wire:
                 wire.log_failure(number, method, url, slow)
             raise slow from None
-        except httpx.HTTPError as exc:
+        except _http11.BodyTooLarge as exc:
+            too_large = UnexpectedResponse(
+                f"{method} {url} answered with {exc.declared} bytes; refusing more than {exc.limit}"
+                if exc.declared is not None else f"{method} {url} answered with more than {exc.limit} bytes"
+            )
+            if on_wire:
+                wire.log_failure(number, method, url, too_large)
+            raise too_large from None
+        except _http11.HttpError as exc:
             error = _transport_error(exc, method, url, self.ca_bundle, self.timeout)
             if on_wire:
                 wire.log_failure(number, method, url, error)
@@ -344,35 +360,15 @@ class AcmeClient:
 
     async def _bounded(
         self, method: str, url: str, content: bytes | None, headers: dict[str, str] | None
-    ) -> httpx.Response:
-        """The response with its body read, refusing a body larger than :data:`MAX_RESPONSE_BYTES`.
+    ) -> Reply:
+        """The whole response, refusing a body larger than :data:`MAX_RESPONSE_BYTES`.
 
         No ACME answer is more than a few kilobytes (a certificate chain included); a CA that
         sends megabytes is broken or hostile, and reading it all would only cost memory.
         """
-        request = self._http.build_request(method, url, content=content, headers=headers)
-        response = await self._http.send(request, stream=True)
-        try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                raise UnexpectedResponse(f"{method} {url} answered with {int(declared)} bytes; refusing more than "
-                                         f"{MAX_RESPONSE_BYTES}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise UnexpectedResponse(f"{method} {url} answered with more than {MAX_RESPONSE_BYTES} bytes")
-        finally:
-            await response.aclose()
-        kept = httpx.Headers(response.headers)
-        for decoded in ("content-encoding", "content-length"):  # the body above is already decoded
-            kept.pop(decoded, None)
-        return httpx.Response(
-            response.status_code, headers=kept, content=bytes(body), request=request,
-            extensions=response.extensions,
-        )
+        return await self._http.request(method, url, content=content, headers=headers, limit=MAX_RESPONSE_BYTES)
 
-    async def _send_idempotent(self, method: str, url: str) -> httpx.Response:
+    async def _send_idempotent(self, method: str, url: str) -> Reply:
         """A GET or HEAD, tried again after resets, time-outs and 5xx/429 answers (see :class:`RetryPolicy`)."""
         started = time.monotonic()
         attempt = 0
@@ -535,7 +531,7 @@ class AcmeClient:
         key: PrivateKey | None = None,
         use_jwk: bool = False,
         accept: str | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         """A signed POST (``payload=None`` is POST-as-GET) with bounded retries."""
         signing_key = key or self.account_key
         if not use_jwk and self.account_url is None:
@@ -590,7 +586,7 @@ class AcmeClient:
                               f"after {when.strftime('%Y-%m-%d %H:%M:%S')} UTC",)
             raise error
 
-    def _problem(self, response: httpx.Response, method: str, url: str) -> ProblemError:
+    def _problem(self, response: Reply, method: str, url: str) -> ProblemError:
         try:
             data = response.json()
         except ValueError:
@@ -910,11 +906,11 @@ def _chain_matches(chain: CertificateChain, name: str) -> bool:
     return any(issuer_common_name(c).lower() == wanted for c in certs[1:])
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: Reply) -> dict[str, Any]:
     body = json_object(response)
     if body is None:
         raise UnexpectedResponse(
-            f"{response.request.method} {response.request.url} returned invalid JSON, not an object "
+            f"{response.method} {response.url} returned invalid JSON, not an object "
             f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content type')})"
         )
     return body

@@ -16,8 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
+from certsmith._http11 import Reply
 from certsmith._redact import redact
 from certsmith.jose import b64u_decode, jwk_thumbprint
 
@@ -46,7 +45,7 @@ def log_request(number: int, method: str, url: str, content: bytes | None) -> No
     log.debug("%s", _Deferred(render_request, number, method, url, content))
 
 
-def log_response(number: int, method: str, url: str, response: httpx.Response) -> None:
+def log_response(number: int, method: str, url: str, response: Reply) -> None:
     log.debug("%s", _Deferred(render_response, number, method, url, response))
 
 
@@ -77,7 +76,7 @@ def render_request(number: int, method: str, url: str, content: bytes | None) ->
     return "\n".join(lines)
 
 
-def render_response(number: int, method: str, url: str, response: httpx.Response) -> str:
+def render_response(number: int, method: str, url: str, response: Reply) -> str:
     lines = [f"<- #{number} {response.status_code} {response.reason_phrase} {method} {url}"]
     for name in SHOWN_HEADERS:
         for value in response.headers.get_list(name):
@@ -87,7 +86,7 @@ def render_response(number: int, method: str, url: str, response: httpx.Response
     return "\n".join(lines)
 
 
-def _response_body(response: httpx.Response) -> str:
+def _response_body(response: Reply) -> str:
     content_type = response.headers.get("content-type", "")
     text = response.content.decode("utf-8", "replace")
     if "json" in content_type:

@@ -368,7 +368,7 @@ class RpcClient:
         url = httpx.URL(settings.endpoint)
         self._url = str(url.copy_with(path="/", query=None, fragment=None))
         self._host = url.netloc.decode("ascii")
-        from certsmith._http11 import transport_for
+        from certsmith._httpx_bridge import transport_for
 
         transport = transport or transport_for(httpx.create_ssl_context())
         self._http = httpx.AsyncClient(timeout=timeout, verify=True, transport=transport)

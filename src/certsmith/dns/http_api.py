@@ -196,7 +196,7 @@ class HttpApiProvider(ApiProvider[C]):
         )
         super().__init__(config, retry=retry)
         timeout = options.get("timeout", self._default_timeout())
-        from certsmith._http11 import transport_for
+        from certsmith._httpx_bridge import transport_for
 
         transport = options.get("transport") or transport_for(httpx.create_ssl_context())
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
