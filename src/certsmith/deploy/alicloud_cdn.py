@@ -176,6 +176,10 @@ class _CdnTarget(BaseTarget[CdnConfig]):
             if isinstance(replaced, int) and replaced not in previous and old.get("serial") != context.serial:
                 previous.append(replaced)
             domains_state[domain] = self._record(current, context, cas, name)
+            keep_deletable()
+
+        def keep_deletable() -> None:
+            """Store the replaced uploads that no domain serves any more (they are deleted after the run)."""
             current_ids = {d.get("cert_id") for d in domains_state.values() if isinstance(d, dict)}
             context.state["previous_uploads"] = [p for p in previous if p not in current_ids]
 
@@ -196,8 +200,7 @@ class _CdnTarget(BaseTarget[CdnConfig]):
                 switched(domain, after)
                 kind = f"CAS certificate {cas['cert_id']}" if cas else "an upload"
                 outcome.changed.append(f"set {api.product.name} {domain} to {name} ({kind})")
-        current_ids = {d.get("cert_id") for d in domains_state.values() if isinstance(d, dict)}
-        context.state["previous_uploads"] = [p for p in previous if p not in current_ids]
+        keep_deletable()  # also drops what a damaged state listed that is not an upload id
         return outcome
 
     async def _current(self, client: RpcClient, domain: str) -> dict[str, Any] | None:

@@ -434,11 +434,12 @@ class RpcClient:
         within the client's retry policy. Other refusals are raised at once.
         """
         policy = self._retry
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return await self.call(action, params, retry=_ONCE), False
             except AliCloudError as exc:
-                if not exc.transient or attempt == policy.max_attempts:
+                if not exc.transient or attempt >= policy.max_attempts:
                     raise
                 log.debug("%s %s attempt %d: %s; looking for its result", self.settings.product.name, action,
                           attempt, exc.code or "no answer")
@@ -446,7 +447,7 @@ class RpcClient:
             found = await find()
             if found is not None:
                 return found, True
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
 
     def _error(self, action: str, response: httpx.Response, body: dict[str, Any] | None) -> AliCloudError:
         settings = self.settings
