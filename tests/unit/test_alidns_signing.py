@@ -27,11 +27,11 @@ from certsmith.dns.alidns import (
     Zone,
     clock_offset,
     describe_error,
-    select_zone,
     to_ascii,
     zone_from_api,
 )
 from certsmith.dns.base import provider_class
+from certsmith.dns.http_api import select_zone
 from certsmith.errors import ConfigError, DnsError, ProviderConfigError
 
 # --- V1 --------------------------------------------------------------------------------

@@ -27,7 +27,15 @@ from certsmith.dns import alicloud_rpc as rpc
 from certsmith.dns import alidns_signing as signing
 from certsmith.dns.alicloud_rpc import CREDENTIAL_ENV, Credentials, clock_offset, parse_signature_version, with_scheme
 from certsmith.dns.base import EnvVar, ProviderInfo, check_endpoint, optional_seconds, parse_int, read_env
-from certsmith.dns.http_api import C, HttpOptions, LookupCache, R, RecordApiProvider, endpoint_root
+from certsmith.dns.http_api import (
+    AccountZonesProvider,
+    HttpOptions,
+    LookupCache,
+    Zone,
+    endpoint_root,
+    to_ascii,
+    zone_list,
+)
 from certsmith.errors import ConfigError, DnsError
 
 if TYPE_CHECKING:
@@ -149,59 +157,11 @@ class AlidnsConfig:
         )
 
 
-@dataclass(frozen=True)
-class Zone:
-    """A domain of the account: ``name`` as the API reports it, ``ascii`` for matching."""
-
-    name: str
-    ascii: str
-
-
-def to_ascii(name: str) -> str:
-    """Lower-case A-label form of ``name`` without the trailing dot.
-
-    Only non-ASCII labels are converted (IDNA 2008 with UTS 46 mapping), so labels
-    such as ``_acme-challenge`` that IDNA forbids pass through untouched.
-    """
-    labels = name.strip().rstrip(".").split(".")
-    out = []
-    for label in labels:
-        if label.isascii():
-            out.append(label.lower())
-            continue
-        import idna  # only for internationalised names; keeps `certsmith dns list` light
-
-        try:
-            out.append(idna.encode(label, uts46=True).decode("ascii"))
-        except idna.IDNAError as exc:
-            raise DnsError(f"{name!r} is not a valid internationalised domain name: {exc}") from None
-    return ".".join(out)
-
-
 def zone_from_api(domain: Mapping[str, Any]) -> Zone:
     """A :class:`Zone` from one ``DescribeDomains`` entry (``DomainName``, ``PunyCode``)."""
     name = str(domain.get("DomainName", "")).rstrip(".")
     puny = str(domain.get("PunyCode") or "").rstrip(".")
     return Zone(name=name, ascii=to_ascii(puny or name))
-
-
-def select_zone(fqdn: str, zones: list[Zone]) -> tuple[Zone, str] | None:
-    """The zone with the longest suffix match for ``fqdn`` and the RR left of it.
-
-    The RR may span several labels (``_acme-challenge.www``) and is ``@`` at the apex.
-    Matching is on whole labels, in A-label form, case-insensitively.
-    """
-    name = to_ascii(fqdn)
-    best: Zone | None = None
-    for zone in zones:
-        if (name == zone.ascii or name.endswith("." + zone.ascii)) and (
-            best is None or len(zone.ascii) > len(best.ascii)
-        ):
-            best = zone
-    if best is None:
-        return None
-    rr = name[: -len(best.ascii)].rstrip(".") or "@"
-    return best, rr
 
 
 # --- error messages ------------------------------------------------------------------
@@ -234,45 +194,6 @@ def describe_error(
 
 def _zone_list(zones: list[str]) -> str:
     return zone_list(zones, "Alibaba Cloud DNS", advice=". Use the AccessKey of the account that owns the domain")
-
-
-def zone_list(zones: list[str], service: str, *, advice: str = "") -> str:
-    """The account's domains for an error message (the first 20, sorted), or how to add one when it has none."""
-    if not zones:
-        return f"the account has no domains in {service}; add the zone there first"
-    shown = ", ".join(sorted(zones)[:20])
-    more = f" and {len(zones) - 20} more" if len(zones) > 20 else ""
-    return f"the account has: {shown}{more}{advice}"
-
-
-class AccountZonesProvider(RecordApiProvider[C, R]):
-    """Base of the providers that list every domain of the account once and pick the one holding a name.
-
-    A subclass writes ``_list_zones()`` (all pages of the API's domain list) and
-    ``_no_zone(fqdn, zones)``, the error for a name in none of them.
-    """
-
-    def __init__(self, config: C, **options: Unpack[HttpOptions]) -> None:
-        super().__init__(config, **options)
-        self._zones: LookupCache[None, list[Zone]] = LookupCache()
-
-    async def zones(self) -> list[Zone]:
-        """Every domain of the account (all pages of the API's list), cached."""
-        return list(await self._zones.get(None, self._list_zones))
-
-    async def _list_zones(self) -> list[Zone]:
-        raise NotImplementedError
-
-    def _no_zone(self, fqdn: str, zones: list[Zone]) -> DnsError:
-        raise NotImplementedError
-
-    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
-        """The zone holding ``fqdn`` and the name left of it (:func:`select_zone`), else ``_no_zone``'s error."""
-        zones = await self.zones()
-        found = select_zone(fqdn, zones)
-        if found is None:
-            raise self._no_zone(fqdn, zones)
-        return found
 
 
 # --- provider ------------------------------------------------------------------------

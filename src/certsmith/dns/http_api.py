@@ -17,9 +17,12 @@ parts, and these are they:
 * :class:`RecordApiProvider` -- for APIs with a record id: ``present`` and ``cleanup``
   under the record's lock, the map of the records this instance created (so
   ``cleanup`` deletes exactly those), and :meth:`~RecordApiProvider.adopt` for an
-  identical record that already exists.
+  identical record that already exists;
+* :class:`AccountZonesProvider` -- for APIs that list the account's domains: the list
+  read once, and the zone holding a name picked by longest suffix (:func:`select_zone`,
+  in A-label form).
 
-A new HTTP-API provider subclasses one of the two classes and writes only what is its
+A new HTTP-API provider subclasses one of these classes and writes only what is its
 own: signing, the calls, the error messages. httpx and asyncio are imported inside the
 methods, so reading a provider's ``info`` (``certsmith dns list``) stays light.
 """
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypedDict, TypeVar, Unpack
 
 from certsmith.dns.base import C as C  # the config type of a provider; its subclasses import it from here
 from certsmith.dns.base import ConfiguredProvider
+from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
     import asyncio
@@ -312,4 +316,94 @@ class RecordApiProvider(HttpApiProvider[C], Generic[C, R]):
         if found is None:
             raise missing() from None
         self._log.info("%s: adopted the existing identical record %s", self.info.name, found)
+        return found
+
+
+# --- providers that find the zone among the account's domains ------------------------------
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A domain of the account: ``name`` as the API reports it, ``ascii`` for matching."""
+
+    name: str
+    ascii: str
+
+
+def to_ascii(name: str) -> str:
+    """Lower-case A-label form of ``name`` without the trailing dot.
+
+    Only non-ASCII labels are converted (IDNA 2008 with UTS 46 mapping), so labels
+    such as ``_acme-challenge`` that IDNA forbids pass through untouched.
+    """
+    labels = name.strip().rstrip(".").split(".")
+    out = []
+    for label in labels:
+        if label.isascii():
+            out.append(label.lower())
+            continue
+        import idna  # only for internationalised names; keeps `certsmith dns list` light
+
+        try:
+            out.append(idna.encode(label, uts46=True).decode("ascii"))
+        except idna.IDNAError as exc:
+            raise DnsError(f"{name!r} is not a valid internationalised domain name: {exc}") from None
+    return ".".join(out)
+
+
+def select_zone(fqdn: str, zones: list[Zone]) -> tuple[Zone, str] | None:
+    """The zone with the longest suffix match for ``fqdn`` and the RR left of it.
+
+    The RR may span several labels (``_acme-challenge.www``) and is ``@`` at the apex.
+    Matching is on whole labels, in A-label form, case-insensitively.
+    """
+    name = to_ascii(fqdn)
+    best: Zone | None = None
+    for zone in zones:
+        if (name == zone.ascii or name.endswith("." + zone.ascii)) and (
+            best is None or len(zone.ascii) > len(best.ascii)
+        ):
+            best = zone
+    if best is None:
+        return None
+    rr = name[: -len(best.ascii)].rstrip(".") or "@"
+    return best, rr
+
+
+def zone_list(zones: list[str], service: str, *, advice: str = "") -> str:
+    """The account's domains for an error message (the first 20, sorted), or how to add one when it has none."""
+    if not zones:
+        return f"the account has no domains in {service}; add the zone there first"
+    shown = ", ".join(sorted(zones)[:20])
+    more = f" and {len(zones) - 20} more" if len(zones) > 20 else ""
+    return f"the account has: {shown}{more}{advice}"
+
+
+class AccountZonesProvider(RecordApiProvider[C, R]):
+    """Base of the providers that list every domain of the account once and pick the one holding a name.
+
+    A subclass writes ``_list_zones()`` (all pages of the API's domain list) and
+    ``_no_zone(fqdn, zones)``, the error for a name in none of them.
+    """
+
+    def __init__(self, config: C, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(config, **options)
+        self._zones: LookupCache[None, list[Zone]] = LookupCache()
+
+    async def zones(self) -> list[Zone]:
+        """Every domain of the account (all pages of the API's list), cached."""
+        return list(await self._zones.get(None, self._list_zones))
+
+    async def _list_zones(self) -> list[Zone]:
+        raise NotImplementedError
+
+    def _no_zone(self, fqdn: str, zones: list[Zone]) -> DnsError:
+        raise NotImplementedError
+
+    async def _locate(self, fqdn: str) -> tuple[Zone, str]:
+        """The zone holding ``fqdn`` and the name left of it (:func:`select_zone`), else ``_no_zone``'s error."""
+        zones = await self.zones()
+        found = select_zone(fqdn, zones)
+        if found is None:
+            raise self._no_zone(fqdn, zones)
         return found

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 from certsmith.dns import tencentcloud_signing as signing
-from certsmith.dns.alidns import AccountZonesProvider, Zone, to_ascii, zone_list
 from certsmith.dns.base import (
     EnvVar,
     ProviderInfo,
@@ -30,7 +29,15 @@ from certsmith.dns.base import (
     parse_int,
     read_env,
 )
-from certsmith.dns.http_api import HttpOptions, Retryable, endpoint_root
+from certsmith.dns.http_api import (
+    AccountZonesProvider,
+    HttpOptions,
+    Retryable,
+    Zone,
+    endpoint_root,
+    to_ascii,
+    zone_list,
+)
 from certsmith.errors import DnsError
 
 if TYPE_CHECKING:
