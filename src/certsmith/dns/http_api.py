@@ -248,9 +248,10 @@ async def send_with_retries(
     """
     import httpx
 
-    attempts = retry.max_attempts
-    for attempt in range(1, attempts + 1):
-        last = attempt == attempts
+    attempt = 0
+    while True:
+        attempt += 1
+        last = attempt >= retry.max_attempts
         try:
             response = await http.send(build())
         except httpx.TransportError as exc:
@@ -266,7 +267,6 @@ async def send_with_retries(
             raise outcome.error
         log.debug("%s attempt %d: HTTP %d %s", label, attempt, response.status_code, outcome.reason)
         await retry.backoff(attempt, outcome.after)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RecordApiProvider(HttpApiProvider[C], Generic[C, R]):
