@@ -121,3 +121,6 @@ def test_refusals_a_non_empty_destination_no_store_key_and_a_damaged_source(
         "certsmith:lineage:refuse.example.com:1"]
     same = cli.run("store", "migrate", "--from", str(state), "--to", str(state), check=False)
     assert same.returncode == 1 and "the same store" in same.stderr
+    relative = os.path.relpath(state / "certificates" / "..", Path.cwd())  # another spelling of that directory
+    same = cli.run("store", "migrate", "--from", str(state), "--to", relative, check=False)
+    assert same.returncode == 1 and "the same store" in same.stderr

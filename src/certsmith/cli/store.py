@@ -13,10 +13,9 @@ if TYPE_CHECKING:
 
 def _open(ctx: Context, where: str) -> Store:
     """A directory or a redis:// / rediss:// URL, with the global --store-* options for Redis."""
-    from certsmith.storage import open_store
+    from certsmith.storage import open_store, store_scheme
 
-    is_redis = where.split("://", 1)[0].lower() in ("redis", "rediss") if "://" in where else False
-    if not is_redis:
+    if store_scheme(where) not in ("redis", "rediss"):
         return open_store(where)
     return open_store(where, env=ctx.environment(), ca_bundle=ctx.store_ca_bundle,
                       insecure_keys=ctx.store_insecure_keys)
@@ -45,9 +44,10 @@ def migrate(ctx: Context, source: str, destination: str, merge: bool) -> None:
     Stop the certsmith timers on every host first.
     """
     from certsmith.cli import _call, _exit, _fail
+    from certsmith.storage import same_store
     from certsmith.storetools import DestinationNotEmpty, migrate_store
 
-    if source.rstrip("/") == destination.rstrip("/"):
+    if same_store(source, destination):
         _fail(ctx, "--from and --to name the same store")
 
     def run() -> dict[str, Any]:

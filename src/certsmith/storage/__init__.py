@@ -34,6 +34,18 @@ __all__ = [
 ]
 
 
+def store_scheme(where: str) -> str:
+    """The lower-case URL scheme of a store location (``redis``, ``rediss``...), or ``""`` for a directory."""
+    return where.split("://", 1)[0].lower() if "://" in where else ""
+
+
+def same_store(first: str, second: str) -> bool:
+    """Whether two store locations name one store: the same directory however it is written, or one URL."""
+    if store_scheme(first) or store_scheme(second):
+        return first.rstrip("/") == second.rstrip("/")
+    return Path(first).resolve() == Path(second).resolve()
+
+
 def open_store(
     where: str | Path | None,
     *,
@@ -50,7 +62,7 @@ def open_store(
     from certsmith.errors import ConfigError
 
     text = str(where) if where is not None else ""
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    scheme = store_scheme(text)
     if scheme in ("redis", "rediss"):
         from certsmith.storage.redis import RedisStore, load_store_key
 
