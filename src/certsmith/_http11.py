@@ -22,7 +22,7 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypedDict, overload
 from urllib.parse import urlsplit
 
 #: The largest response head (status line and headers) accepted; ACME answers have a few hundred bytes.
@@ -97,6 +97,14 @@ class BodyTooLarge(HttpError):
         super().__init__(f"the answer is larger than {limit} bytes")
         self.limit = limit
         self.declared = declared
+
+
+class PoolOptions(TypedDict, total=False):
+    """:class:`Http11Pool`'s options, for the classes that make one."""
+
+    max_requests: int
+    max_idle_per_origin: int
+    keepalive_expiry: float
 
 
 class Timeouts(NamedTuple):

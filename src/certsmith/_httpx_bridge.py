@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from typing import Unpack
 
 import httpx
 
 from certsmith import _http11
-from certsmith._http11 import Headers, Http11Pool, Reply, Timeouts
+from certsmith._http11 import Headers, Http11Pool, PoolOptions, Reply, Timeouts
 
 _TO_HTTPX: dict[type[_http11.HttpError], type[httpx.TransportError]] = {
     _http11.ConnectTimeout: httpx.ConnectTimeout,
@@ -53,18 +54,8 @@ def transport_for(ssl_context: ssl.SSLContext | None) -> Http11Transport | None:
 class Http11Transport(httpx.AsyncBaseTransport):
     """An httpx transport on :class:`certsmith._http11.Http11Pool` (same options)."""
 
-    def __init__(
-        self,
-        ssl_context: ssl.SSLContext | None = None,
-        *,
-        max_requests: int = 100,
-        max_idle_per_origin: int = 20,
-        keepalive_expiry: float = 5.0,
-    ) -> None:
-        self._pool = Http11Pool(
-            ssl_context, max_requests=max_requests, max_idle_per_origin=max_idle_per_origin,
-            keepalive_expiry=keepalive_expiry,
-        )
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, **options: Unpack[PoolOptions]) -> None:
+        self._pool = Http11Pool(ssl_context, **options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
