@@ -6,7 +6,6 @@ Imports httpx only for type checking, so importing this module stays cheap.
 from __future__ import annotations
 
 import datetime
-import email.utils
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,6 +35,8 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
         return None  # neither a sane number of seconds nor a date
     if text.isdigit():
         return float(min(int(text), _MAX_RETRY_AFTER))
+    import email.utils  # only for the rare HTTP-date form: not loaded by every ACME run
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, OverflowError):
