@@ -42,6 +42,20 @@ def generate_key(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     raise ConfigError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
+
+async def generate_key_async(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
+    """:func:`generate_key` for the event loop: EC keys at once, RSA keys in a worker thread.
+
+    An EC key takes microseconds, less than handing it to a thread (which also costs the
+    process a thread and its memory); an RSA key takes tens to hundreds of milliseconds,
+    which would stall the other orders of a concurrent run.
+    """
+    if not key_type.startswith("rsa"):
+        return generate_key(key_type)
+    import asyncio
+
+    return await asyncio.to_thread(generate_key, key_type)
+
 def key_type_of(key: PrivateKey) -> str:
     """The :data:`KEY_TYPES` name of ``key``."""
     if isinstance(key, rsa.RSAPrivateKey):

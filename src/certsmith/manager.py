@@ -33,7 +33,7 @@ from certsmith.acme.resources import CertificateChain
 from certsmith.crypto import (
     Identifier,
     ari_cert_id,
-    generate_key,
+    generate_key_async,
     issuer_common_name,
     key_type_of,
     load_csr,
@@ -294,7 +294,7 @@ class Manager:
             files = self.store.load_files(name, previous.version)
             if files is not None and files.key_pem is not None:
                 return load_private_key(files.key_pem, f"the key of {name}")
-        return await asyncio.to_thread(generate_key, request.key_type)
+        return await generate_key_async(request.key_type)
 
     def _store(
         self,
