@@ -131,6 +131,26 @@ def test_issue_without_deploy_targets_does_not_load_the_deploy_machinery(tmp_pat
     assert "certsmith.deploy.base" in modules
 
 
+
+def test_commands_in_their_own_modules_are_loaded_only_when_named(tmp_path: Path) -> None:
+    """``issue`` (its help, and a run that gets past the preflight) never imports the modules of
+    ``persist``, ``schedule``, ``store`` and ``sync`` (nor ``deploy``'s for its help; a run parses
+    ``--deploy`` values with it); naming one loads it alone, and ``--help`` loads them all (it lists
+    their help)."""
+    others = {f"certsmith.cli.{name}" for name in ("deploy", "persist", "schedule", "store", "sync")}
+    run = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
+           "--agree-tos"]
+    for args in (["issue", "--help"], run):
+        modules, result = _imported(args, tmp_path)
+        assert "certsmith.cli" in modules and result.returncode in (0, 1), result.stderr[-2000:]
+        assert sorted(modules & others) == ([] if args[0] == "issue" else ["certsmith.cli.deploy"]), args
+    modules, result = _imported(["schedule", "--help"], tmp_path)
+    assert result.returncode == 0 and sorted(modules & others) == ["certsmith.cli.schedule"], result.stderr[-2000:]
+    modules, result = _imported(["--help"], tmp_path)
+    assert result.returncode == 0 and others <= modules, result.stderr[-2000:]
+    modules, result = _imported(["schedul"], tmp_path)  # a typo still gets click's suggestion among every command
+    assert result.returncode == 2 and "Did you mean 'schedule'?" in result.stderr, result.stderr[-2000:]
+
 def test_issue_uses_its_own_http_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a proxy, ``issue`` never loads httpx's default transport stack (httpcore, h11, anyio):
     about a fifth of an issue process's CPU (the Public Suffix List: tests/unit/test_ratelimit.py)."""
