@@ -34,7 +34,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
     text = value.strip()
     if len(text) > 64:
         return None  # neither a sane number of seconds nor a date
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # RFC 9110 delay-seconds: ASCII digits ('²'.isdigit() too)
         return float(min(int(text), _MAX_RETRY_AFTER))
     import email.utils  # only for the rare HTTP-date form; the package costs milliseconds to import
 

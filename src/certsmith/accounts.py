@@ -21,7 +21,7 @@ from certsmith._time import format_time, utc_now
 from certsmith.acme.client import AcmeClient, DirectoryCache
 from certsmith.acme.errors import AccountDoesNotExist
 from certsmith.acme.resources import Directory
-from certsmith.crypto import generate_key, key_type_of, load_private_key, private_key_pem
+from certsmith.crypto import generate_key_async, key_type_of, load_private_key, private_key_pem
 from certsmith.errors import AccountError, ConfigError
 from certsmith.ratelimit import RateLimiter
 from certsmith.storage.base import Store, StoredAccount
@@ -171,7 +171,7 @@ class Accounts:
         """The CA's directory, through the account's client, or an anonymous one when there is no account yet."""
         if directory_url in self._clients or self.stored(directory_url) is not None:
             return await (await self.client(directory_url, ca_bundle)).directory(confirmed=True)
-        key = await asyncio.to_thread(generate_key, DEFAULT_KEY_TYPE)
+        key = await generate_key_async(DEFAULT_KEY_TYPE)
         bundle = self._bundle(directory_url, ca_bundle)
         async with AcmeClient(
             directory_url, key, ca_bundle=bundle, http=self._http, directory_cache=self.directory_cache
@@ -195,7 +195,7 @@ class Accounts:
             existing = self.stored(directory_url)
             if existing is not None and existing.status == "valid":
                 return existing
-            key = await asyncio.to_thread(generate_key, key_type)
+            key = await generate_key_async(key_type)
             client = AcmeClient(
                 directory_url, key, ca_bundle=self._bundle(directory_url, ca_bundle), http=self._http,
                 directory_cache=self.directory_cache,
@@ -281,7 +281,7 @@ class Accounts:
         client = await self.client(directory_url, ca_bundle)
         async with self.store.account_lock(directory_url, wait=60.0):
             stored = self._usable(directory_url)
-            new_key = await asyncio.to_thread(generate_key, key_type or key_type_of(client.account_key))
+            new_key = await generate_key_async(key_type or key_type_of(client.account_key))
             new_pem = private_key_pem(new_key)
             self.store.archive_account_key(directory_url)
             self.store.save_pending_account_key(directory_url, new_pem)  # staged before the CA hears of it

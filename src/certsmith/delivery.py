@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from certsmith._time import Clock, format_time
 from certsmith.accounts import EventSink
-from certsmith.deploy.hook import run_deploy_hook
 from certsmith.errors import CertsmithError, ConfigError, StorageError
 from certsmith.outcomes import SyncOutcome
 from certsmith.settings import CertificateRequest
@@ -70,6 +69,8 @@ class Delivery:
         target_errors = deploy_failures(deployed)
         errors = [target_errors] if target_errors else []
         if request.deploy_hook:
+            from certsmith.deploy.hook import run_deploy_hook  # only for a request with a hook
+
             self.event("deploy", f"{meta.name}: running deploy hook")
             hook_error = await run_deploy_hook(request.deploy_hook, meta, location, self.env)
             errors += [hook_error] if hook_error else []

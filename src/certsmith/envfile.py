@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,8 +33,6 @@ __all__ = ["SYSTEM_ENV_FILE", "EnvFileError", "default_env_file", "environment_w
 
 SYSTEM_ENV_FILE = Path("/etc/certsmith/env")
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_EXPORT = re.compile(r"export[ \t]+")
 _DOUBLE_QUOTE_ESCAPABLE = frozenset('\\"$`')
 
 
@@ -134,14 +131,12 @@ def _parse_line(line: str) -> tuple[str, str] | str | None:
     rest = line.lstrip(" \t")
     if not rest or rest.startswith("#"):
         return None
-    export = _EXPORT.match(rest)
-    if export:
-        rest = rest[export.end() :]
-    name_match = _NAME.match(rest)
-    if not name_match or not rest[name_match.end() :].startswith("="):
+    if rest.startswith("export") and rest[6:7] in (" ", "\t"):
+        rest = rest[6:].lstrip(" \t")
+    name, equals, raw = rest.partition("=")
+    if not equals or not (name.isascii() and name.isidentifier()):  # [A-Za-z_][A-Za-z0-9_]*
         return "expected KEY=VALUE (a name of letters, digits and _, then = without spaces around it)"
-    name = name_match.group()
-    value = _unquote(rest[name_match.end() + 1 :])
+    value = _unquote(raw)
     if value is None:
         return (
             f"cannot read the value of {name}: quote a value holding spaces, and close every quote "

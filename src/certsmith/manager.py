@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from certsmith import renewal
 from certsmith._constants import REVOCATION_REASONS
 from certsmith._time import Clock, format_time, utc_now
 from certsmith.accounts import Accounts, EventSink
@@ -33,7 +32,7 @@ from certsmith.acme.resources import CertificateChain
 from certsmith.crypto import (
     Identifier,
     ari_cert_id,
-    generate_key,
+    generate_key_async,
     issuer_common_name,
     key_type_of,
     load_csr,
@@ -48,7 +47,6 @@ from certsmith.jose import PrivateKey
 from certsmith.leftovers import StoreJournal, clean_leftovers
 from certsmith.ordering import OrderFlow, replaceable_cert_id
 from certsmith.outcomes import IssueResult, RenewOutcome, SyncOutcome
-from certsmith.policy import Decision, renewal_decision
 from certsmith.ratelimit import Limit, RateLimiter
 from certsmith.settings import CertificateRequest, lineage_name_for
 from certsmith.solvers import SolverPool
@@ -59,6 +57,7 @@ if TYPE_CHECKING:
 
     from certsmith.deploy.base import DeploySpec
     from certsmith.deploy.runner import TargetResult
+    from certsmith.policy import Decision
 
 __all__ = ["IssueResult", "Manager", "RenewOutcome", "SyncOutcome"]
 
@@ -294,7 +293,7 @@ class Manager:
             files = self.store.load_files(name, previous.version)
             if files is not None and files.key_pem is not None:
                 return load_private_key(files.key_pem, f"the key of {name}")
-        return await asyncio.to_thread(generate_key, request.key_type)
+        return await generate_key_async(request.key_type)
 
     def _store(
         self,
@@ -353,6 +352,8 @@ class Manager:
 
     def decide(self, meta: LineageMeta) -> Decision:
         """The policy's decision for ``meta`` now, from what the store knows."""
+        from certsmith.policy import renewal_decision  # not needed by a first issue
+
         try:
             state = self.store.load_state(meta.name)
         except StorageError:
@@ -366,6 +367,8 @@ class Manager:
 
         ``directory_url`` narrows the set to the lineages of one CA. See :func:`certsmith.renewal.renew`.
         """
+        from certsmith import renewal  # imported by renew runs only, not by every issue
+
         return await renewal.renew(self, names, force=force, directory_url=directory_url)
 
     #: Lineages one renew run works on at once. Each worker takes the next due lineage
@@ -377,6 +380,8 @@ class Manager:
 
         See :func:`certsmith.renewal.check_renewal_info`.
         """
+        from certsmith import renewal
+
         await renewal.check_renewal_info(self, metas)
 
     async def revoke(self, name: str, *, reason: str = "unspecified") -> dict[str, Any]:

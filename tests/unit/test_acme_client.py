@@ -284,6 +284,8 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("-5", now) is None
     assert parse_retry_after("9" * 40, now) == 366 * 86400  # capped, no OverflowError
     assert parse_retry_after("9" * 5000, now) is None  # no ValueError from int()
+    assert parse_retry_after("\u00b2", now) is None  # a Latin-1 header byte that str.isdigit() accepts
+    assert parse_retry_after("\u0661\u0662", now) is None  # non-ASCII digits are not delay-seconds
     assert parse_retry_after("Thu, 01 Jan 99999 12:00:00 GMT", now) is None
 
 

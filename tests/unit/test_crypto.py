@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from certsmith.crypto import (
     ari_cert_id,
     check_issued,
     generate_key,
+    generate_key_async,
     key_type_of,
     load_csr,
     load_private_key,
@@ -166,3 +169,20 @@ def test_check_issued_accepts_the_ordered_certificate_and_refuses_anything_else(
     for expected, pem in cases.items():
         with pytest.raises(UnexpectedCertificate, match=re.escape(expected)):
             check_issued(pem, csr, identifiers)
+
+
+def test_async_key_generation_uses_a_thread_only_for_rsa() -> None:
+    """EC keys are made on the loop (microseconds: a thread would cost more than the key);
+    RSA keys, slow enough to stall concurrent orders, in the loop's worker threads."""
+
+    async def run() -> list[tuple[str, str, int]]:
+        made = []
+        for key_type in ("ec256", "ec384", "rsa2048"):
+            before = threading.active_count()
+            key = await generate_key_async(key_type)
+            made.append((key_type, key_type_of(key), threading.active_count() - before))
+        with pytest.raises(ConfigError, match="unknown key type 'ed25519'"):
+            await generate_key_async("ed25519")
+        return made
+
+    assert asyncio.run(run()) == [("ec256", "ec256", 0), ("ec384", "ec384", 0), ("rsa2048", "rsa2048", 1)]

@@ -118,17 +118,40 @@ def test_the_guard_sees_heavy_imports(tmp_path: Path) -> None:
 
 def test_issue_without_deploy_targets_does_not_load_the_deploy_machinery(tmp_path: Path) -> None:
     """An ``issue`` without ``--deploy`` gets past the preflight (it fails only at the CA, which
-    does not listen on port 1) without importing the deploy targets; one with ``--deploy`` does."""
+    does not listen on port 1) without importing the deploy targets (nor the deploy hook's runner:
+    no --deploy-hook); one with ``--deploy`` does."""
     common = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
               "--agree-tos"]
     modules, result = _imported(common, tmp_path / "plain")
     assert result.returncode == 1 and "cannot reach the CA" in result.stderr, result.stderr[-2000:]
     assert "certsmith.acme.client" in modules
-    assert sorted(m for m in modules if m.startswith("certsmith.deploy.") and m != "certsmith.deploy.hook") == []
+    assert sorted(m for m in modules if m == "certsmith.deploy" or m.startswith("certsmith.deploy.")) == []
+    # A first issue has no stored certificate to judge (policy) and renews nothing (renewal).
+    assert sorted(modules & {"certsmith.policy", "certsmith.renewal"}) == []
 
     modules, result = _imported([*common, "--deploy", "files:nosuchoption=1"], tmp_path / "deploy")
     assert result.returncode == 1 and "has no option nosuchoption" in result.stderr, result.stderr[-2000:]
     assert "certsmith.deploy.base" in modules
+
+
+def test_commands_in_their_own_modules_are_loaded_only_when_named(tmp_path: Path) -> None:
+    """``issue`` (its help, and a run that gets past the preflight) never imports the modules of
+    ``persist``, ``schedule``, ``store`` and ``sync`` (nor ``deploy``'s for its help; a run parses
+    ``--deploy`` values with it); naming one loads it alone, and ``--help`` loads them all (it lists
+    their help)."""
+    others = {f"certsmith.cli.{name}" for name in ("deploy", "persist", "schedule", "store", "sync")}
+    run = ["--directory", "https://127.0.0.1:1/dir", "issue", "-d", "a.test", "--email", "a@example.com",
+           "--agree-tos"]
+    for args in (["issue", "--help"], run):
+        modules, result = _imported(args, tmp_path)
+        assert "certsmith.cli" in modules and result.returncode in (0, 1), result.stderr[-2000:]
+        assert sorted(modules & others) == ([] if args[0] == "issue" else ["certsmith.cli.deploy"]), args
+    modules, result = _imported(["schedule", "--help"], tmp_path)
+    assert result.returncode == 0 and sorted(modules & others) == ["certsmith.cli.schedule"], result.stderr[-2000:]
+    modules, result = _imported(["--help"], tmp_path)
+    assert result.returncode == 0 and others <= modules, result.stderr[-2000:]
+    modules, result = _imported(["schedul"], tmp_path)  # a typo still gets click's suggestion among every command
+    assert result.returncode == 2 and "Did you mean 'schedule'?" in result.stderr, result.stderr[-2000:]
 
 
 def test_issue_sends_through_its_own_http_without_loading_httpx(

@@ -11,16 +11,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast
 
 import click
 
 from certsmith._constants import CHALLENGE_TYPES, DEFAULT_KEY_TYPE, KEY_TYPES, REVOCATION_REASONS
-from certsmith.cli.deploy import deploy, parse_specs
-from certsmith.cli.persist import persist
-from certsmith.cli.schedule import schedule
-from certsmith.cli.store import store
-from certsmith.cli.sync import sync
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -295,7 +290,31 @@ def _lock_wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The top-level group: the commands defined in the modules below are imported when they are looked up.
+
+    ``issue`` and ``renew`` never load them (``schedule`` alone brings ``locale``); ``--help``
+    and shell completion look every command up, so they list them as before.
+    """
+
+    lazy: ClassVar[tuple[str, ...]] = ("deploy", "persist", "schedule", "store", "sync")  # certsmith.cli.NAME
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # An unknown name loads them all, for click's "Did you mean ...?" among every command.
+        wanted = [cmd_name] if cmd_name in self.lazy else [] if cmd_name in self.commands else self.lazy
+        for name in wanted:
+            if name not in self.commands:
+                module = f"certsmith.cli.{name}"
+                __import__(module)  # importlib.import_module would hide it from -X importtime (the tests read that)
+                command: click.Command = getattr(sys.modules[module], name)
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--directory",
     envvar="CERTSMITH_DIRECTORY",
@@ -550,6 +569,7 @@ def issue(
     async def run() -> dict[str, Any]:
         from pathlib import Path
 
+        from certsmith.cli.deploy import parse_specs
         from certsmith.errors import ConfigError
         from certsmith.settings import CertificateRequest, ChallengeSettings
 
@@ -964,9 +984,3 @@ def dns_list(ctx: Context, markdown: bool, with_lexicon: bool) -> None:
 
     ctx.emit({"ok": True, "providers": providers, "lexicon": lexicon_summary}, human)
 
-
-main.add_command(schedule)
-main.add_command(deploy)
-main.add_command(persist)
-main.add_command(sync)
-main.add_command(store)
