@@ -153,7 +153,11 @@ def _idna_2008(name: str, host: str) -> str:
     """
     if not host or ".." in host or host.startswith("."):
         raise ConfigError(f"{name!r} is not a valid domain name: it has an empty label")
-    import idna
+    if host.isascii() and not any(label[2:4] == "--" for label in host.split(".")):
+        # UTS #46 maps ASCII to lower case and nothing else; what IDNA would refuse besides (a letter,
+        # digit or hyphen rule) the caller's LDH check refuses. A-labels (xn--) are checked by idna.
+        return host.lower()
+    import idna  # the tables cost milliseconds and half a megabyte: only for names that need them
 
     try:
         return idna.encode(host, uts46=True, std3_rules=True, transitional=False).decode("ascii")

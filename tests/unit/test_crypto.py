@@ -69,6 +69,47 @@ def test_a_253_character_name_is_accepted() -> None:
     assert parse_identifier(name).value == name
 
 
+def _by_idna(name: str) -> str | None:
+    """What parse_identifier accepted before ASCII names skipped the idna package: every name through it."""
+    import idna
+
+    host = name.rstrip(".")
+    if not host or ".." in host or host.startswith("."):
+        return None
+    try:
+        encoded = idna.encode(host, uts46=True, std3_rules=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
+    labels = encoded.split(".")
+    ldh = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    if len(labels) < 2 or len(encoded) > 253 or not all(ldh.match(label) for label in labels):
+        return None
+    return None if labels[-1].isdigit() else encoded
+
+
+def test_ascii_names_are_judged_as_idna_judges_them() -> None:
+    """ASCII names skip the idna package (its tables cost every issue milliseconds) with the same outcome."""
+    import random
+
+    generator = random.Random(8555)
+    alphabet = "abcXYZ019-_. "
+    names = ["Example.COM", "ab--cd.example", "xn--strae-oqa.de", "xn--zz.example", "XN--STRAE-OQA.de",
+             "a-.example", "-a.example", "a_b.example", "a b.example", "1.2.3.4x", "example.123",
+             ("a" * 63) + ".example", ("a" * 64) + ".example", ".".join(["abcdefghi"] * 25) + ".ab"]
+    names += ["".join(generator.choice(alphabet) for _ in range(generator.randint(1, 14))) for _ in range(20000)]
+    names += [generator.choice(["xn--", "ab", "a-", "--"]) + name for name in names[-3000:]]
+    for name in names:
+        try:
+            identifier = parse_identifier(name)
+        except ConfigError:
+            got = None
+        else:
+            if identifier.type != "dns":
+                continue
+            got = identifier.value
+        assert got == _by_idna(name.strip()), name
+
+
 def test_duplicates_are_dropped_in_order() -> None:
     assert parse_identifiers(["b.example.com", "a.example.com", "B.example.com"]) == [
         Identifier("dns", "b.example.com"),

@@ -170,6 +170,7 @@ def test_issue_sends_through_its_own_http_without_loading_httpx(
     heavy = ("httpx", "httpcore", "h11", "anyio", "http.client", "http.cookiejar", "urllib.request",
              "email.message", "email.parser")  # cryptography.x509 imports email.utils itself
     assert sorted(m for m in modules if m.startswith(heavy)) == []
+    assert "idna" not in modules  # an ASCII name needs no IDNA tables (tests/unit/test_crypto.py)
 
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:1")  # with a proxy, httpx's own transport is used
     modules, result = _imported(args, tmp_path)
