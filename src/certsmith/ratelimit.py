@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from certsmith.errors import CertsmithError, ConfigError
@@ -104,6 +104,15 @@ LETSENCRYPT = RateLimits(
         ("new-orders", Limit(250, 3 * 3600.0)),
     )
 )
+
+
+class _Wanted(NamedTuple):
+    """A bucket to check or take: its limit, its key under that limit, and what a refusal names."""
+
+    limit: str
+    key: str
+    take: bool
+    subject: str = ""
 
 
 def _is_letsencrypt(directory_url: str) -> bool:
@@ -222,7 +231,7 @@ class RateLimiter:
         return limits
 
     def before_new_account(self, directory_url: str, now: datetime) -> None:
-        self._take(directory_url, self.limits(directory_url), now, [("new-accounts", "accounts", True)])
+        self._take(directory_url, self.limits(directory_url), now, [_Wanted("new-accounts", "accounts", True)])
 
     def before_new_order(
         self, directory_url: str, account_url: str, names: Sequence[str], now: datetime, *,
@@ -232,7 +241,7 @@ class RateLimiter:
         limits = self.limits(directory_url)
         if ari_renewal or not limits.limits:
             return
-        wanted = [("new-orders", f"orders:{account_url}", True),
+        wanted = [_Wanted("new-orders", f"orders:{account_url}", True),
                   *self._certificate_buckets(limits, names, False, per_domain=not same_names_renewal)]
         self._take(directory_url, limits, now, wanted)
 
@@ -250,38 +259,38 @@ class RateLimiter:
     @staticmethod
     def _certificate_buckets(
         limits: RateLimits, names: Sequence[str], take: bool, *, per_domain: bool
-    ) -> list[tuple[str, str, bool]]:
+    ) -> list[_Wanted]:
         """The certificate limits' buckets; the Public Suffix List is loaded only when domains are limited."""
         exact = ",".join(sorted({n.strip().rstrip(".").lower() for n in names}))
         limited = per_domain and limits.get("certs-per-domain") is not None
         domains = sorted({registered_domain(n) for n in names}) if limited else []
         return [
-            *(("certs-per-domain", f"domain:{domain}", take) for domain in domains),
-            ("duplicate-certs", f"names:{hashlib.sha256(exact.encode()).hexdigest()[:32]}", take),
+            *(_Wanted("certs-per-domain", f"domain:{domain}", take, domain) for domain in domains),
+            _Wanted("duplicate-certs", f"names:{hashlib.sha256(exact.encode()).hexdigest()[:32]}", take),
         ]
 
     def _take(
-        self, directory_url: str, limits: RateLimits, now: datetime, wanted: Sequence[tuple[str, str, bool]]
+        self, directory_url: str, limits: RateLimits, now: datetime, wanted: Sequence[_Wanted]
     ) -> None:
         ca = hashlib.sha256(directory_url.encode()).hexdigest()[:16]
-        buckets: dict[str, tuple[str, RateBucket]] = {}
-        for name, key, take in wanted:
-            limit = limits.get(name)
+        buckets: dict[str, tuple[_Wanted, RateBucket]] = {}
+        for want in wanted:
+            limit = limits.get(want.limit)
             if limit is None:
                 continue
-            bucket = RateBucket(f"{ca}:{name}:{key}", limit.count, limit.window, take)
-            buckets[bucket.key] = (name, bucket)
+            bucket = RateBucket(f"{ca}:{want.limit}:{want.key}", limit.count, limit.window, want.take)
+            buckets[bucket.key] = (want, bucket)
         if not buckets:
             return
         refusal = self.store.rate_take([b for _, b in buckets.values()], now.timestamp())
         if refusal is None:
             return
-        name = buckets[refusal.bucket.key][0]
+        refused = buckets[refusal.bucket.key][0]
+        name = refused.limit
         limit = limits.get(name)
         assert limit is not None
         retry_at = now.astimezone(UTC) + timedelta(seconds=math.ceil(refusal.wait))
-        subject = refusal.bucket.key.split(":", 3)[3] if name == "certs-per-domain" else ""
-        what = LIMIT_NAMES[name] + (f" ({subject})" if subject else "")
+        what = LIMIT_NAMES[name] + (f" ({refused.subject})" if refused.subject else "")
         raise RateLimited(
             f"deferred by the rate limiter: {what} is limited to {limit.describe()} at {directory_url} and "
             f"that is used up; a token frees up in {math.ceil(refusal.wait)} s "
