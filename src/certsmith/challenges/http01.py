@@ -511,8 +511,7 @@ class SharedHttp01Responder(Http01Solver):
     """
 
     def __init__(self, board: AnswerBoard, port: int = 80, host: str = "", *, request_timeout: float = 10.0) -> None:
-        super().__init__(port=port, host=host, request_timeout=request_timeout)
-        self.answers = board
+        super().__init__(port=port, host=host, request_timeout=request_timeout, board=board)
 
     async def start(self) -> None:
         """Listen on the port (a ListenError says why not)."""
@@ -520,4 +519,5 @@ class SharedHttp01Responder(Http01Solver):
 
     async def _lookup(self, token: str) -> str | None:
         """Asked of the store in a thread: a slow store (Redis across the network) holds one request, not all."""
-        return await asyncio.to_thread(self.answers.challenge_lookup, token)
+        assert self.board is not None  # given to __init__
+        return await asyncio.to_thread(self.board.challenge_lookup, token)
