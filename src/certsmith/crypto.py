@@ -42,7 +42,6 @@ def generate_key(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     raise ConfigError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-
 async def generate_key_async(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     """:func:`generate_key` for the event loop: EC keys at once, RSA keys in a worker thread.
 
@@ -55,6 +54,7 @@ async def generate_key_async(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     import asyncio
 
     return await asyncio.to_thread(generate_key, key_type)
+
 
 def key_type_of(key: PrivateKey) -> str:
     """The :data:`KEY_TYPES` name of ``key``."""
