@@ -141,16 +141,18 @@ def migrate_store(source: Store, destination: Store, *, merge: bool = False) -> 
 def _missing_versions(destination: Store, lineage: _Lineage) -> list[tuple[LineageMeta, CertificateFiles]]:
     """The versions of ``lineage`` to copy into a destination without a current certificate of that name.
 
-    All of them; or, where a migration stopped part-way, the rest: when every version the
-    destination holds is the source's, unchanged. Versions of another certificate under that
-    name give nothing to copy.
+    All of them; or, where a migration stopped part-way, the rest and the current one: when
+    every version the destination holds is the source's, unchanged. Versions of another
+    certificate under that name give nothing to copy.
     """
     have = destination.lineage_versions(lineage.name)
     source = {meta.version: (meta, files) for meta, files in lineage.versions}
     if any(version not in source or destination.load_version(lineage.name, version) != source[version]
            for version in have):
         return []
-    return [source[version] for version in sorted(source) if version not in have]
+    # The current version goes again even when it is there: importing it unchanged commits it, for a
+    # copy that stopped after writing it and before making it current.
+    return [source[version] for version in sorted(source) if version not in have or version == lineage.current]
 
 
 def _verify(

@@ -157,11 +157,13 @@ class MemoryStore:
 
     def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
         versions = self.versions.setdefault(validate_lineage_name(meta.name), [])
-        if any(m.version == meta.version for m, _ in versions):
+        there = next(((m, f) for m, f in versions if m.version == meta.version), None)
+        if there is not None and there != (meta, files):
             raise StorageError(f"version {meta.version} of {meta.name!r} exists already")
         before = self.load_meta(meta.name) if versions else None
-        versions.append((meta, files))
-        versions.sort(key=lambda item: item[0].version)
+        if there is None:
+            versions.append((meta, files))
+            versions.sort(key=lambda item: item[0].version)
         chosen = meta.version if current else before.version if before is not None else None
         if chosen is None or chosen == versions[-1][0].version:
             self.current.pop(meta.name, None)

@@ -435,6 +435,11 @@ def test_import_version_writes_exactly_what_it_is_given(store: Store, pairs: tup
         store.import_version(replace(two, serial="ff"), files_of(pairs[0]), current=True)
     assert store.load_version("copy.example.com", 7) == (two, files_of(pairs[1]))
     assert store.load_meta("copy.example.com") == one
+    store.import_version(two, files_of(pairs[1]), current=False)  # the same version again: nothing changes
+    assert store.load_meta("copy.example.com") == one and store.lineage_versions("copy.example.com") == [3, 7]
+    store.import_version(two, files_of(pairs[1]), current=True)  # ... and with current, it is committed
+    assert store.load_meta("copy.example.com") == two and store.load_files("copy.example.com", 7) == files_of(pairs[1])
+    store.import_version(one, files_of(pairs[0]), current=True)
     csr = replace(one, version=8, key_type="csr")
     csr_files = CertificateFiles(pairs[0].cert_pem, b"CHAIN", pairs[0].cert_pem + b"CHAIN", key_pem=None)
     store.import_version(csr, csr_files, current=True)

@@ -48,6 +48,27 @@ def test_merge_completes_a_lineage_an_interrupted_copy_left_half_done(tmp_path: 
     assert migrate_store(source, destination, merge=True).skipped_certificates == [NAME]  # nothing left to copy
 
 
+def test_merge_commits_a_lineage_whose_copy_stopped_before_its_current_version_was_made_current(
+    tmp_path: Path,
+) -> None:
+    """Every version copied, none current (a file store writes a version, then commits it): the
+    certificate is not listed, and a merge makes the source's current version current."""
+    source = _source(tmp_path)
+    destination = FileStore(tmp_path / "destination")
+    with destination.lock(NAME):
+        for version in (1, 2, 3):
+            destination.import_version(*_version(version), current=False)
+    assert destination.lineage_names() == [] and destination.load_meta(NAME) is None
+
+    report = migrate_store(source, destination, merge=True)
+
+    assert report.certificates == [NAME] and report.skipped_certificates == []
+    current = destination.load_meta(NAME)
+    assert current is not None and current.version == 3 and destination.lineage_versions(NAME) == [1, 2, 3]
+    assert destination.load_files(NAME, 3) == _version(3)[1]
+    assert migrate_store(source, destination, merge=True).skipped_certificates == [NAME]
+
+
 def test_merge_leaves_another_certificate_of_the_same_name_alone(tmp_path: Path) -> None:
     source = _source(tmp_path)
     destination = FileStore(tmp_path / "destination")

@@ -559,8 +559,11 @@ class Store(Protocol):
     def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
         """Write version ``meta.version`` of ``meta.name`` exactly as given (no new number, no new times).
 
-        Refuses (``StorageError``) when that version already exists; with ``current`` it becomes
-        the version :meth:`load_meta` returns. The caller holds the certificate's lock.
+        Refuses (``StorageError``) when another version of that number already exists; with
+        ``current`` it becomes the version :meth:`load_meta` returns. The same version already
+        there (equal metadata and files) is no error: with ``current`` it is made current, which
+        finishes an import that stopped between writing a version and committing it. The caller
+        holds the certificate's lock.
         """
         ...
 

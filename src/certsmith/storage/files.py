@@ -774,7 +774,11 @@ class FileStore:
         return meta, files
 
     def import_version(self, meta: LineageMeta, files: CertificateFiles, *, current: bool) -> None:
-        """Write ``archive/<meta.version>`` as given (staged, then renamed), and with ``current`` commit it."""
+        """Write ``archive/<meta.version>`` as given (staged, then renamed), and with ``current`` commit it.
+
+        The rename and the commit are two steps: a copy that stopped between them is finished by
+        importing the same version again (see the protocol).
+        """
         directory = self.lineage_dir(meta.name)
         archive = directory / "archive"
         self._ensure_dir(archive)
@@ -782,12 +786,14 @@ class FileStore:
         if meta.version < 1:
             raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: versions start at 1")
         if os.path.lexists(target):
-            raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: {target} exists already")
-        self._write_version(
-            directory, target, meta, files,
-            exists=f"cannot import version {meta.version} of {meta.name!r}: {target} exists already",
-            failure=f"cannot import certificate {meta.name!r} into {directory}",
-        )
+            if self.load_version(meta.name, meta.version) != (meta, files):
+                raise StorageError(f"cannot import version {meta.version} of {meta.name!r}: {target} exists already")
+        else:
+            self._write_version(
+                directory, target, meta, files,
+                exists=f"cannot import version {meta.version} of {meta.name!r}: {target} exists already",
+                failure=f"cannot import certificate {meta.name!r} into {directory}",
+            )
         if current:
             _make_current(directory, meta.version, has_key=files.key_pem is not None)
             _fsync_dir(directory)

@@ -897,12 +897,14 @@ class RedisStore:
             fields["key"] = self._seal(files.key_pem, f"lineage:{name}:{meta.version}:key")
 
         def build(pipe: Pipeline) -> None:
-            if pipe.exists(version_key):
+            exists = bool(pipe.exists(version_key))
+            if exists and self.load_version(name, meta.version) != (meta, files):
                 pipe.reset()
                 raise StorageError(f"cannot import version {meta.version} of {name!r}: it exists already in "
                                    f"{self.where}")
             pipe.multi()
-            pipe.hset(version_key, mapping=fields)
+            if not exists:
+                pipe.hset(version_key, mapping=fields)
             if current:
                 pipe.hset(lineage_key, mapping={"current": str(meta.version), "meta": meta_json})
                 pipe.sadd(self._k("lineages"), name)
