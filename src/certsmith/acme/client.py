@@ -255,7 +255,7 @@ class AcmeClient:
         ca_bundle: Path | str | None = None,
         http: httpx.AsyncClient | None = None,
         timeout: float = 30.0,
-        max_nonce_retries: int = 60,
+        max_nonce_retries: int = 100,
         max_server_retries: int = 3,
         poll: PollPolicy | None = None,
         retry: RetryPolicy | None = None,
