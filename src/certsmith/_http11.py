@@ -110,21 +110,20 @@ class PoolOptions(TypedDict, total=False):
 class Timeouts(NamedTuple):
     """Seconds allowed for each phase; ``None`` waits for ever. Reads and writes are timed one at a time."""
 
-    connect: float | None = 5.0
-    read: float | None = 5.0
-    write: float | None = 5.0
-    pool: float | None = 5.0
+    connect: float | None
+    read: float | None
+    write: float | None
+    pool: float | None
 
     @classmethod
     def all(cls, seconds: float | None) -> Timeouts:
         return cls(seconds, seconds, seconds, seconds)
 
 
-def proxy_configured(environ: Mapping[str, str] | None = None) -> bool:
+def proxy_configured() -> bool:
     """Whether a proxy variable (``HTTPS_PROXY``, ``ALL_PROXY``...; any case) is set: then httpx, which
     implements proxies, carries the requests instead of this module."""
-    env = os.environ if environ is None else environ
-    return any(value and name.lower() in _PROXY_VARIABLES for name, value in env.items())
+    return any(value and name.lower() in _PROXY_VARIABLES for name, value in os.environ.items())
 
 
 class _NothingReceived(Exception):
@@ -422,7 +421,7 @@ class Headers:
 
 
 class Reply:
-    """A whole response: status, headers and the body, decoded from its content coding."""
+    """A whole response: status, headers as received, and the body decoded from its content coding."""
 
     def __init__(
         self, method: str, url: str, status: int, reason: str, headers: Headers, content: bytes

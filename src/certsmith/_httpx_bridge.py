@@ -136,9 +136,8 @@ class HttpxClient:
         except httpx.HTTPError as exc:
             own = next((mine for theirs, mine in _FROM_HTTPX if isinstance(exc, theirs)), _http11.HttpError)
             raise own(str(exc)) from exc
-        kept = [(name, value) for name, value in response.headers.raw
-                if name.lower() not in (b"content-encoding", b"content-length")]  # the body is decoded already
-        return Reply(method, url, response.status_code, response.reason_phrase, Headers(kept), bytes(body))
+        return Reply(method, url, response.status_code, response.reason_phrase, Headers(response.headers.raw),
+                     bytes(body))
 
     async def aclose(self) -> None:
         if self._own:

@@ -32,7 +32,8 @@ from certsmith._http11 import (
     UnsupportedProtocol,
 )
 from certsmith._httpx_bridge import Http11Transport
-from certsmith.acme.client import AcmeClient
+from certsmith.acme.client import AcmeClient, RetryPolicy
+from certsmith.acme.errors import TransportError
 from certsmith.crypto import generate_key
 from certsmith.testing.pebble import PebbleServer
 
@@ -671,3 +672,31 @@ def test_the_acme_client_reaches_the_ca_through_an_https_proxy(
     run(test)
     port = pebble.directory_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
     assert connects and set(connects) == {f"127.0.0.1:{port}".encode()}
+
+
+def test_a_refusing_proxy_is_named_without_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY may carry a user and password: the error names the proxy by host and port only."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def test() -> None:
+        proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://fleet:s3cret-pass@127.0.0.1:{port}")
+        try:
+            async with AcmeClient("https://127.0.0.1:1/dir", generate_key(),
+                                  retry=RetryPolicy(attempts=1)) as client:
+                with pytest.raises(TransportError) as caught:
+                    await client.directory()
+        finally:
+            proxy.close()
+        assert f"the proxy 127.0.0.1:{port} failed" in str(caught.value)
+        assert "s3cret" not in str(caught.value) and "fleet" not in str(caught.value)
+
+    run(test)

@@ -214,7 +214,7 @@ def _describe(exc: _http11.HttpError) -> str:
     """What went wrong on the wire, in words; never an empty string."""
     if isinstance(exc, _http11.ProxyError):
         proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY") if os.environ.get(k)), "")
-        where = f" {urlsplit(proxy).netloc}" if proxy else ""
+        where = f" {urlsplit(proxy).netloc.rpartition('@')[2]}" if proxy else ""  # never its user and password
         return f"the proxy{where} failed: {exc or 'no reason given'}"
     if _find_cause(exc, ConnectionResetError) is not None or "reset" in str(exc).lower():
         return "the connection was reset"
@@ -323,7 +323,8 @@ class AcmeClient:
         self._in_flight += 1
         deadline = self.timeout * EXCHANGE_DEADLINE_FACTOR
         try:
-            response = await asyncio.wait_for(self._bounded(method, url, content, headers), deadline)
+            exchange = self._http.request(method, url, content=content, headers=headers, limit=MAX_RESPONSE_BYTES)
+            response = await asyncio.wait_for(exchange, deadline)
         except TimeoutError:
             # each read has its own time-out; a CA that trickles its answer byte by byte needs this one
             slow = RequestTimeout(
@@ -357,16 +358,6 @@ class AcmeClient:
         else:
             log.debug("%s %s -> %s", method, url, response.status_code)
         return response
-
-    async def _bounded(
-        self, method: str, url: str, content: bytes | None, headers: dict[str, str] | None
-    ) -> Reply:
-        """The whole response, refusing a body larger than :data:`MAX_RESPONSE_BYTES`.
-
-        No ACME answer is more than a few kilobytes (a certificate chain included); a CA that
-        sends megabytes is broken or hostile, and reading it all would only cost memory.
-        """
-        return await self._http.request(method, url, content=content, headers=headers, limit=MAX_RESPONSE_BYTES)
 
     async def _send_idempotent(self, method: str, url: str) -> Reply:
         """A GET or HEAD, tried again after resets, time-outs and 5xx/429 answers (see :class:`RetryPolicy`)."""
@@ -886,7 +877,8 @@ class AcmeClient:
 
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: The largest ACME response read (a chain of a few certificates is ~10 KB).
+#: The largest ACME response read (a chain of a few certificates is ~10 KB): a CA that sends
+#: megabytes is broken or hostile, and reading it all would only cost memory.
 MAX_RESPONSE_BYTES = 1 << 20
 #: One exchange (connect, send, the whole answer) may take at most this many times the
 #: per-read time-out: a trickling answer would otherwise reset the read time-out forever.
